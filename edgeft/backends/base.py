@@ -1,0 +1,33 @@
+"""The protocol every backend implements, and the capabilities checked before any work."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edgeft.runtime.session import Session
+    from edgeft.targets import TargetSpec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    precisions: tuple[str, ...]
+    device_kinds: tuple[str, ...]
+    isas: tuple[str, ...]
+
+
+class Backend(Protocol):
+    name: str
+
+    def check_available(self) -> None:
+        """Raise BackendUnavailable naming the install command when the runtime is missing."""
+
+    def compile(self, onnx_path: Path, target: "TargetSpec", out_dir: Path) -> dict[str, Any]:
+        """Build an engine for ``target`` from ``onnx_path`` into ``out_dir``.
+
+        Returns the engine description written next to it (``engine.json``).
+        """
+
+    def load(self, engine_dir: Path) -> "Session":
+        """Open a compiled engine for inference."""

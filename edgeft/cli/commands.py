@@ -1,0 +1,198 @@
+"""The commands. Every run-like command builds the same RunConfig (see ``--print-config``)."""
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeft import __version__
+from edgeft.config import BUILTIN_DATA, BUILTIN_MODEL, RunConfig, build_config
+
+EXIT_HELP = "Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate failed."
+
+
+def config_options(f):
+    """Options that map onto RunConfig fields; only those given override the base config."""
+    opts = [
+        click.option("--model", help=f"Local Hugging Face model folder [default: {BUILTIN_MODEL}]."),
+        click.option("--data", help="Labeled training data: CSV, TSV or JSONL [default: built-in smart-home intents]."),
+        click.option("--eval-data", help="Separate test file (same columns); otherwise a stratified split."),
+        click.option("--text-column", help="Column holding the text [default: text]."),
+        click.option("--label-column", help="Column holding the label, string or integer [default: label]."),
+        click.option("--target", "targets", multiple=True, help="Target name from targets/ or a YAML path; repeatable [default: x86-avx512-int8]."),
+        click.option("--epochs", type=float, help="Epochs of FP32 fine-tuning [default: 4]."),
+        click.option("--qat-epochs", type=float, help="Epochs of quantization-aware training; 0 = PTQ only [default: 1]."),
+        click.option("--batch-size", type=int, help="Training batch size [default: 16]."),
+        click.option("--lr", type=float, help="Learning rate [default: 5e-5]."),
+        click.option("--max-length", type=int, help="Max tokens per input [default: 128]."),
+        click.option("--max-steps", type=int, help="Cap optimizer steps per phase (smoke runs)."),
+        click.option("--calibration", help="Calibration set: name in calibration/ or a YAML path [default: default]."),
+        click.option("--seed", type=int, help="Random seed [default: 0]."),
+        click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+TRAIN_KEYS = {"epochs", "qat_epochs", "batch_size", "lr", "max_length", "max_steps"}
+
+
+def overrides(kw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in kw.items():
+        if value is None or value == () or key == "print_config":
+            continue
+        if key in TRAIN_KEYS:
+            out.setdefault("train", {})[key] = value
+        else:
+            out[key] = list(value) if key == "targets" else value
+    return out
+
+
+def default_out(cfg_values: dict[str, Any]) -> Path:
+    def stem(v: str | None, default: str) -> str:
+        v = v or default
+        name = v.split(":", 1)[1] if v.startswith("builtin:") else Path(v).stem or Path(v).name
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+    return Path("runs") / f"{stem(cfg_values.get('model'), BUILTIN_MODEL)}-{stem(cfg_values.get('data'), BUILTIN_DATA)}"
+
+
+def _maybe_print(cfg: RunConfig, print_config: bool) -> bool:
+    if print_config:
+        click.echo(cfg.model_dump_json(indent=2))
+    return print_config
+
+
+@click.group(help="edgeft: pretrained model + labeled data -> INT8 edge engines, each verified against "
+                  "the model it came from. " + EXIT_HELP)
+@click.version_option(__version__, prog_name="edgeft")
+def cli() -> None:
+    pass
+
+
+@cli.command(help="Fine-tune, quantize (QAT), export, compile and verify, end to end. With no options it "
+                  "runs the built-in default (MiniLM on smart-home voice commands). Re-running with the same "
+                  "--out skips stages whose inputs did not change. " + EXIT_HELP)
+@config_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory [default: runs/<model>-<data>, printed at start].")
+@click.option("--force", is_flag=True, help="Redo every stage even when it is up to date.")
+def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
+    from edgeft.pipeline import RunContext, run_pipeline
+
+    values = overrides(kw)
+    values["out"] = out or default_out(values)
+    cfg = build_config(values)
+    if _maybe_print(cfg, print_config):
+        return
+    _check_targets(cfg)
+    click.echo(f"run directory: {Path(cfg.out).resolve()}", err=True)
+    ctx = RunContext.open(cfg)
+    run_pipeline(ctx, force=force)
+    _finish(ctx)
+
+
+def _check_targets(cfg: RunConfig) -> None:
+    """Fail on an impossible target before any training starts."""
+    from edgeft.targets import load_target
+
+    for t in cfg.targets:
+        load_target(t)
+
+
+def _finish(ctx) -> None:
+    from edgeft.errors import GateFailed
+    from edgeft.fileio import read_json, write_text_atomic
+
+    report_path = ctx.path("verify/report.json")
+    for name in ("report.json", "report.md"):
+        write_text_atomic(ctx.path(name), ctx.path(f"verify/{name}").read_text(encoding="utf-8"))
+    click.echo(ctx.path("report.md").read_text(encoding="utf-8"))
+    click.echo(f"report: {ctx.path('report.md')}  (machine-readable: {ctx.path('report.json')})", err=True)
+    report = read_json(report_path)
+    if not report["passed"]:
+        failed = [f"{e['target']}: {g['name']} = {g['value']:.4g} (needs {g['op']} {g['threshold']})"
+                  for e in report["engines"] for g in e["gates"] if not g["passed"]]
+        raise GateFailed("gate(s) failed:\n  - " + "\n  - ".join(failed),
+                         fix="see report.md; loosen the gate in the target YAML only if the loss is acceptable")
+
+
+def _stage_command(stage: str, doc: str):
+    @cli.command(name=stage, help=doc + " Works on an existing run directory; options override the config "
+                                        "recorded in its manifest. " + EXIT_HELP)
+    @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+    @config_options
+    @click.option("--force", is_flag=True, help="Redo the stage even when it is up to date.")
+    def command(run_dir: Path, force: bool, print_config: bool, **kw: Any) -> None:
+        from edgeft.fileio import read_json
+        from edgeft.pipeline import RunContext, run_stage
+
+        manifest = run_dir / "manifest.json"
+        base = RunConfig.model_validate(read_json(manifest)["config"]) if manifest.is_file() else None
+        if base is None and stage != "finetune":
+            from edgeft.errors import RunDirError
+            raise RunDirError(f"{run_dir} is not an edgeft run directory (no manifest.json)",
+                              fix=f"run `edgeft run --out {run_dir}` or `edgeft finetune {run_dir}` first")
+        cfg = build_config({**overrides(kw), "out": run_dir}, base)
+        if _maybe_print(cfg, print_config):
+            return
+        _check_targets(cfg)
+        ctx = RunContext.open(cfg)
+        ctx.manifest.save()
+        run_stage(ctx, stage, force=force)
+        if stage == "verify":
+            _finish(ctx)
+
+    return command
+
+
+_stage_command("finetune", "Fine-tune the FP32 baseline, then INT8 quantization-aware training (ModelOpt).")
+_stage_command("export", "Export the baseline and the QAT model to ONNX (optimum-onnx), with a parity check.")
+_stage_command("compile", "Build an engine per target (and an FP32 reference engine).")
+_stage_command("verify", "Measure accuracy, agreement and latency of every engine; apply the gates.")
+
+
+@cli.group(help="List, show and validate target YAMLs (targets/).")
+def targets() -> None:
+    pass
+
+
+@targets.command(name="ls", help="List the shipped targets.")
+def targets_ls() -> None:
+    from edgeft.targets import list_targets, load_target
+
+    for name in list_targets():
+        spec = load_target(name)
+        click.echo(f"{name:28s} {spec.backend:16s} {spec.precision:5s} {spec.description}")
+
+
+@targets.command(name="show", help="Print a target YAML.")
+@click.argument("name")
+def targets_show(name: str) -> None:
+    from edgeft.targets import resolve_target_path
+
+    click.echo(resolve_target_path(name).read_text(encoding="utf-8"), nl=False)
+
+
+@targets.command(name="validate", help="Validate targets against the schema and their backend's capabilities "
+                                       "(all shipped targets when none is named).")
+@click.argument("names", nargs=-1)
+def targets_validate(names: tuple[str, ...]) -> None:
+    from edgeft.errors import EdgeftError, TargetError
+    from edgeft.targets import list_targets, load_target
+
+    bad = 0
+    for name in names or list_targets():
+        try:
+            spec = load_target(name)
+            click.echo(f"✓ {name}: {spec.backend}, {spec.precision}, {spec.device.kind}/{spec.device.isa}")
+        except EdgeftError as e:
+            bad += 1
+            click.echo(f"✗ {name}: {e}", err=True)
+    if bad:
+        raise TargetError(f"{bad} target(s) invalid", fix="edit the files named above")

@@ -1,0 +1,100 @@
+"""Run configuration: one pydantic model that every command builds (``--print-config`` shows it).
+
+Unknown keys are refused (``extra="forbid"``) and every problem is reported at once, naming the
+field, the value and the fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeft.errors import ConfigError
+
+BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
+BUILTIN_DATA = "builtin:smarthome"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(Strict):
+    """Supervised fine-tuning (the FP32 baseline) and quantization-aware training."""
+
+    epochs: float = Field(4, gt=0, description="epochs of FP32 fine-tuning")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(128, ge=8, le=4096, description="tokens; longer inputs are truncated")
+    qat_epochs: float = Field(1, ge=0, description="epochs of QAT after calibration; 0 = PTQ only")
+    qat_lr_scale: float = Field(0.1, gt=0, le=1, description="QAT learning rate = lr * this")
+    max_steps: int = Field(-1, description="cap on optimizer steps per phase (-1 = no cap); for smoke runs")
+
+
+class SplitConfig(Strict):
+    """How splits are made when the data does not come with them."""
+
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+
+
+class RunConfig(Strict):
+    """Everything ``edgeft run`` needs; each stage reads its part."""
+
+    model: str = Field(BUILTIN_MODEL, description="a local Hugging Face model folder, or the built-in")
+    data: str = Field(BUILTIN_DATA, description="CSV/TSV/JSONL training data, or the built-in")
+    eval_data: str | None = Field(None, description="separate test file; otherwise a stratified split")
+    text_column: str = "text"
+    label_column: str = "label"
+    targets: list[str] = Field(default_factory=lambda: ["x86-avx512-int8"], min_length=1)
+    calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
+    seed: int = 0
+    out: Path = Path("runs/default")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("model", "data", "eval_data")
+    @classmethod
+    def _path_exists(cls, v: str | None, info: Any) -> str | None:
+        if v is None or v.startswith("builtin:"):
+            return v
+        if not Path(v).exists():
+            raise ValueError(f"path does not exist: {v!r}; pass an existing path for --{info.field_name.replace('_', '-')}")
+        return str(Path(v).resolve())
+
+    @model_validator(mode="after")
+    def _builtin_columns(self) -> "RunConfig":
+        if self.data == BUILTIN_DATA and self.eval_data is not None:
+            raise ValueError("--eval-data needs --data: the built-in dataset has its own fixed test split")
+        return self
+
+
+def format_validation_error(err: ValidationError, what: str) -> str:
+    lines = [f"{what}: {len(err.errors())} problem(s)"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelled?)"
+        value = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        lines.append(f"  - {loc}: {msg}{value}")
+    return "\n".join(lines)
+
+
+def build_config(values: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Build a RunConfig from (possibly nested) values, raising ConfigError with every problem."""
+    data = base.model_dump() if base is not None else {}
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        fields = ", ".join(RunConfig.model_fields)
+        raise ConfigError(format_validation_error(err, "invalid run config"),
+                          fix=f"correct the fields above (valid top-level fields: {fields})") from None

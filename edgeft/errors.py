@@ -1,0 +1,50 @@
+"""Domain errors. Only the CLI turns them into exit codes (see ``edgeft.cli``).
+
+Exit codes: 0 success, 1 error (bad input, missing dependency, failed stage), 2 usage error (click),
+3 an engine failed a verification gate.
+"""
+from __future__ import annotations
+
+
+class EdgeftError(Exception):
+    """Base class. ``fix`` is the next thing the user should do; it is printed under the message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return self.message if not self.fix else f"{self.message}\n  fix: {self.fix}"
+
+
+class ConfigError(EdgeftError):
+    """A run, target or calibration config is invalid."""
+
+
+class DataError(EdgeftError):
+    """The dataset cannot be used (missing file, wrong columns, one class, empty, ...)."""
+
+
+class TargetError(EdgeftError):
+    """A target is unknown or asks for something its backend cannot do."""
+
+
+class BackendUnavailable(EdgeftError):
+    """A backend's runtime is not installed here."""
+
+
+class RunDirError(EdgeftError):
+    """The run directory lacks what a stage needs (e.g. a stage run alone before its parent)."""
+
+
+class ParityError(EdgeftError):
+    """An exported model does not match the model it came from."""
+
+
+class GateFailed(EdgeftError):
+    """At least one engine failed a verification gate. Distinct exit code so CI can tell."""
+
+    exit_code = 3

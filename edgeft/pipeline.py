@@ -1,0 +1,106 @@
+"""Run stages in order on one run directory, with resume and atomic outputs.
+
+Each stage module (``edgeft/stages/<name>.py``) exposes ``NAME``, ``fingerprint(ctx) -> str`` and
+``run(ctx, work_dir) -> list[Artifact]`` (paths relative to ``work_dir``). The pipeline gives every
+stage a fresh temp folder ``.<name>.tmp``, renames it to ``<name>/`` only when the stage returned,
+and then records the artifacts (sha256, parents) in ``manifest.json``. A stage whose fingerprint
+(config it reads + sha256 of its inputs) is unchanged and whose files are intact is skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeft.config import RunConfig
+from edgeft.errors import RunDirError
+from edgeft.manifest import Artifact, Manifest
+
+STAGES = ("finetune", "export", "compile", "verify")
+
+
+def log(msg: str) -> None:
+    print(f"[edgeft] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    config: RunConfig
+    manifest: Manifest
+    log: Callable[[str], None] = log
+
+    @classmethod
+    def open(cls, config: RunConfig) -> "RunContext":
+        run_dir = Path(config.out).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest.load(run_dir)
+        manifest.data["config"] = json.loads(config.model_dump_json())
+        return cls(run_dir, config, manifest)
+
+    def path(self, rel: str) -> Path:
+        return self.run_dir / rel
+
+    def require(self, stage: str, kind: str | None = None) -> list[Artifact]:
+        """Artifacts of an earlier stage, or RunDirError naming the command to run first."""
+        arts = [a for a in self.manifest.by_stage(stage) if kind is None or a.kind == kind]
+        if not self.manifest.stage_done(stage) or not arts:
+            raise RunDirError(f"{self.run_dir} has no {kind or stage} output from the {stage!r} stage",
+                              fix=f"run `edgeft {stage} {self.run_dir}` (or `edgeft run --out {self.run_dir}`) first")
+        return arts
+
+    def fingerprint(self, stage: str, config_part: Any, upstream: list[Artifact]) -> str:
+        from edgeft import __version__
+
+        payload = {"stage": stage, "edgeft": __version__, "config": config_part,
+                   "inputs": sorted((a.path, a.sha256) for a in upstream)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
+    """Run one stage unless it is current. Returns True when it ran."""
+    if name not in STAGES:
+        raise RunDirError(f"unknown stage {name!r}; stages: {list(STAGES)}")
+    stage = importlib.import_module(f"edgeft.stages.{name}")
+    fp = stage.fingerprint(ctx)
+    if not force and ctx.manifest.is_current(name, fp):
+        ctx.log(f"{name}: up to date, skipped (use --force to redo)")
+        return False
+    work = ctx.run_dir / f".{name}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ctx.log(f"{name}: started")
+    t0 = time.time()
+    try:
+        artifacts = stage.run(ctx, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _swap_in(work, ctx.run_dir / name)
+    for a in artifacts:
+        a.path = f"{name}/{a.path}"
+    ctx.manifest.record(name, fp, artifacts, time.time() - t0)
+    ctx.manifest.save()
+    ctx.log(f"{name}: done in {time.time() - t0:.1f}s")
+    return True
+
+
+def _swap_in(work: Path, final: Path) -> None:
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    work.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_pipeline(ctx: RunContext, stages: tuple[str, ...] = STAGES, force: bool = False) -> None:
+    ctx.manifest.save()
+    for name in stages:
+        run_stage(ctx, name, force=force)

@@ -1,0 +1,44 @@
+"""report.json (schema documented in README) and report.md, built from verify's results. Torch-free."""
+from __future__ import annotations
+
+from typing import Any
+
+REPORT_SCHEMA_VERSION = 1
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    b = report["baseline"]
+    lines = [
+        f"# edgeft report — {'PASSED' if report['passed'] else 'FAILED'}",
+        "",
+        f"Run: `{report['run_dir']}`  ",
+        f"Host: {report['host']['cpu']} ({report['host']['cores']} cores), {report['host']['platform']}  ",
+        f"Test split: {report['test_examples']} examples. Baseline ({b['name']}): accuracy **{b['accuracy']:.4f}**.  ",
+        f"Latency: batch × sequence as in each target's `opt` shape, each engine in its own process, "
+        f"median of {report['latency_rounds']} interleaved rounds.",
+        "",
+        "| target | engine | precision | accuracy | Δ vs baseline | top-1 agreement | p50 ms | p90 ms | p99 ms | × FP32 p50 | int8 share | size MB | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in report["engines"]:
+        lat = e["latency_ms"]
+        gates = "pass" if e["passed"] else "**FAIL**"
+        if e["role"] == "fp32-reference":
+            gates = "(reference)"
+        lines.append(
+            f"| {e['target']} | {e['role']} | {e['precision']} | {e['accuracy']:.4f} | {e['accuracy_delta']:+.4f} "
+            f"| {e['top1_agreement']:.4f} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | {lat['p99_ms']:.2f} "
+            f"| {_fmt(e['latency_ratio_vs_fp32'], '.2f')} | {e['where_it_ran']['int8_share']:.0%} "
+            f"| {e['size_bytes'] / 1e6:.1f} | {gates} |")
+    lines += ["", "## Gates", "", "| target | gate | value | threshold | result |", "|---|---|---|---|---|"]
+    for e in report["engines"]:
+        for g in e["gates"]:
+            lines.append(f"| {e['target']} | {g['name']} | {_fmt(g['value'])} | {g['op']} {_fmt(g['threshold'])} "
+                         f"| {'✓' if g['passed'] else '✗'} |")
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""What runs on the device: numpy + onnxruntime only (no torch, no transformers)."""

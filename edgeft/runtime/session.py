@@ -1,0 +1,48 @@
+"""Engine sessions behind one small protocol; ONNX Runtime for now. Torch-free."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from edgeft.fileio import read_json
+
+ENGINE_JSON = "engine.json"
+
+
+class Session(Protocol):
+    input_names: list[str]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OrtSession:
+    """Opens a compiled ONNX Runtime engine exactly as ``engine.json`` says (no re-optimization)."""
+
+    def __init__(self, engine_dir: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.dir = Path(engine_dir)
+        self.meta = read_json(self.dir / ENGINE_JSON)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        n = self.meta.get("threads", 0) if threads is None else threads
+        if n:
+            so.intra_op_num_threads = n
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.dir / self.meta["file"]), so,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        return dict(zip(self.output_names, outs))
+
+
+def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
+    meta = read_json(Path(engine_dir) / ENGINE_JSON)
+    if meta["backend"] == "onnxruntime-cpu":
+        return OrtSession(engine_dir, threads)
+    raise ValueError(f"no runtime for backend {meta['backend']!r} in {engine_dir}")

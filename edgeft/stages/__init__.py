@@ -1,0 +1,1 @@
+"""Pipeline stages, one file each: finetune, export, compile, verify."""

@@ -1,0 +1,53 @@
+"""Stage ``compile``: one engine per target YAML, plus an FP32 engine as each target's reference.
+
+Reads: ``export/int8/model.onnx`` (INT8 targets) or ``export/fp32/model.onnx`` (FP32 targets), the
+targets named in config (``targets``). Writes ``compile/<target>/engine/`` and
+``compile/<target>/fp32-reference/``: the backend's engine file, ``engine.json`` (how to open it,
+versions, where the math runs), tokenizer files and ``labels.json`` so each engine stands alone.
+
+Raises:
+    TargetError: unknown target or one its backend cannot serve (checked before any build).
+    BackendUnavailable: the backend's runtime is not installed.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgeft.manifest import Artifact
+from edgeft.targets import load_target
+
+NAME = "compile"
+
+
+def fingerprint(ctx) -> str:
+    upstream = [a for a in ctx.require("export") if a.kind.startswith("onnx/")]
+    targets = [load_target(t).model_dump() for t in ctx.config.targets]
+    return ctx.fingerprint(NAME, {"targets": targets}, upstream)
+
+
+def run(ctx, work: Path) -> list[Artifact]:
+    from edgeft.backends import get_backend
+
+    specs = [load_target(t) for t in ctx.config.targets]   # all validated before any build
+    backends = {s.name: get_backend(s.backend) for s in specs}
+    for b in backends.values():
+        b.check_available()
+    labels = ctx.path("finetune/data/labels.json")
+    out: list[Artifact] = []
+    for spec in specs:
+        builds = [("engine", spec.precision), ("fp32-reference", "fp32")]
+        for sub, precision in builds:
+            src = "export/int8/model.onnx" if precision == "int8" else "export/fp32/model.onnx"
+            ctx.log(f"compile: {spec.name} [{sub}, {precision}] with {spec.backend}")
+            dest = work / spec.name / sub
+            meta = backends[spec.name].compile(ctx.path(src), spec, dest, precision=precision)
+            shutil.copy2(labels, dest / "labels.json")
+            wr = meta["where_it_ran"]
+            ctx.log(f"compile: {spec.name}/{sub}: {wr['int8_compute_nodes']} int8 / "
+                    f"{wr['float_compute_nodes']} float compute nodes (int8 share {wr['int8_share']:.0%})")
+            out.append(Artifact(f"{spec.name}/{sub}/{meta['file']}", f"engine/{spec.backend}", NAME,
+                                parents=[src], target=spec.name, metrics={"precision": precision, **wr}))
+            out += [Artifact(f"{spec.name}/{sub}/{p.name}", "engine/sidecar", NAME, target=spec.name)
+                    for p in sorted(dest.iterdir()) if p.name != meta["file"]]
+    return out

@@ -1,0 +1,103 @@
+"""Stage ``export``: the FP32 baseline and the INT8 QAT model to ONNX through optimum-onnx.
+
+Reads: ``finetune/baseline/``, ``finetune/qat/modelopt_state.pth``, ``finetune/data/test.jsonl``.
+Writes (``export/``): ``fp32/model.onnx`` and ``int8/model.onnx`` (Q/DQ nodes from the ModelOpt
+quantizers), each with its tokenizer and config; ``parity.json``.
+Shows parity: runs PyTorch and ONNX Runtime on real test inputs and prints, per output, ✓/✗ with the
+max abs difference; for Q/DQ also the top-1 agreement (fake-quant rounding differs by ULPs, so logits
+are compared loosely and decisions strictly).
+
+Raises:
+    ParityError: an output differs beyond tolerance (every failing output is listed).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeft.errors import ParityError
+from edgeft.fileio import write_json_atomic
+from edgeft.manifest import Artifact
+
+NAME = "export"
+OPSET = 17
+PARITY_SAMPLES = 32
+FP32_ATOL = 1e-3
+QDQ_ATOL = 0.5
+QDQ_MIN_AGREEMENT = 0.9
+
+
+def fingerprint(ctx) -> str:
+    upstream = [a for a in ctx.require("finetune") if a.kind.startswith("model/")]
+    return ctx.fingerprint(NAME, {"opset": OPSET}, upstream)
+
+
+def _export(model, out: Path) -> None:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    onnx_export_from_model(model, str(out), task="text-classification", opset=OPSET, do_validation=False)
+
+
+def parity(model, onnx_path: Path, feeds_pt: dict, *, atol: float, min_agreement: float | None) -> dict:
+    """Compare PyTorch and ONNX Runtime on the same inputs; returns a per-output record."""
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        ref = model(**feeds_pt).logits.float().numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    got = sess.run(["logits"], {k: v.numpy() for k, v in feeds_pt.items() if k in names})[0]
+    diff = float(np.abs(ref - got).max())
+    agree = float((ref.argmax(-1) == got.argmax(-1)).mean())
+    ok = diff <= atol and (min_agreement is None or agree >= min_agreement)
+    return {"output": "logits", "max_abs_diff": diff, "atol": atol, "top1_agreement": agree,
+            "min_agreement": min_agreement, "ok": ok, "samples": int(ref.shape[0])}
+
+
+def run(ctx, work: Path) -> list[Artifact]:
+    from edgeft.data.loading import read_split
+    from edgeft.models.hf_text import load_classifier, load_tokenizer
+    from edgeft.quant import modelopt_int8
+
+    base_dir = ctx.path("finetune/baseline")
+    labels = [str(x) for x in __import__("json").loads(ctx.path("finetune/data/labels.json").read_text())]
+    tok = load_tokenizer(base_dir)
+    test = read_split(ctx.path("finetune/data"), "test")[:PARITY_SAMPLES]
+    feeds = tok([e.text for e in test], truncation=True, max_length=ctx.config.train.max_length,
+                padding=True, return_tensors="pt")
+
+    baseline = load_classifier(base_dir, labels).eval()
+    ctx.log("export: FP32 baseline -> ONNX (optimum-onnx)")
+    _export(baseline, work / "fp32")
+    results = {"fp32": parity(baseline, work / "fp32/model.onnx", feeds, atol=FP32_ATOL, min_agreement=None)}
+
+    qmodel = modelopt_int8.restore(load_classifier(base_dir, labels), ctx.path("finetune/qat/modelopt_state.pth")).eval()
+    ctx.log("export: INT8 QAT model -> ONNX with Q/DQ (optimum-onnx)")
+    _export(qmodel, work / "int8")
+    results["int8"] = parity(qmodel, work / "int8/model.onnx", feeds, atol=QDQ_ATOL, min_agreement=QDQ_MIN_AGREEMENT)
+    qdq = _count_qdq(work / "int8/model.onnx")
+    results["int8"]["qdq_nodes"] = qdq
+
+    for name, r in results.items():
+        mark = "✓" if r["ok"] else "✗"
+        extra = f", top-1 agreement {r['top1_agreement']:.3f}" if r["min_agreement"] is not None else ""
+        ctx.log(f"export: parity {name}/{r['output']}: {mark} max abs diff {r['max_abs_diff']:.2e} "
+                f"(atol {r['atol']}){extra} on {r['samples']} test inputs")
+    write_json_atomic(work / "parity.json", results)
+    failing = [f"{n}/{r['output']}: max diff {r['max_abs_diff']:.3g} (atol {r['atol']}), agreement {r['top1_agreement']:.3f}"
+               for n, r in results.items() if not r["ok"]]
+    if failing:
+        raise ParityError("ONNX export does not match PyTorch:\n  - " + "\n  - ".join(failing),
+                          fix="report this with parity.json; try another opset or transformers version")
+    parent = {"fp32": "finetune/baseline/model.safetensors", "int8": "finetune/qat/modelopt_state.pth"}
+    return [Artifact(f"{p}/model.onnx", f"onnx/{p}", NAME, parents=[parent[p]], metrics=results[p])
+            for p in ("fp32", "int8")] + [Artifact("parity.json", "metrics/parity", NAME)]
+
+
+def _count_qdq(path: Path) -> dict[str, int]:
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node]
+    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear")}

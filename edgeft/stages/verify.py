@@ -1,0 +1,154 @@
+"""Stage ``verify``: accuracy, agreement and latency of every engine against the FP32 baseline; gates.
+
+Reads: ``finetune/data/test.jsonl``, ``finetune/baseline_test_logits.npy``, every engine of ``compile/``.
+Writes (``verify/``): ``report.json`` (schema in README), ``report.md``, ``predictions/<target>-<role>.npy``.
+Accuracy and agreement run each test example at batch 1 through the engine (the deployment case).
+Latency runs each engine in its own process (``python -m edgeft.runtime.latency``) at the target's
+``opt`` shape, in interleaved rounds; the median of the rounds' percentiles is reported.
+Torch is not imported: this stage runs where only numpy + the engine's runtime exist.
+
+Gate failures do not raise here (the report is the product); ``edgeft run``/``verify`` exit 3 on them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgeft.errors import EdgeftError
+from edgeft.fileio import read_json, write_json_atomic, write_text_atomic
+from edgeft.manifest import Artifact
+from edgeft.report import REPORT_SCHEMA_VERSION, render_markdown
+from edgeft.targets import TargetSpec, host_isa_note, load_target
+
+NAME = "verify"
+LATENCY_ROUNDS = 3
+LATENCY_ITERS = 100
+ROLES = ("engine", "fp32-reference")
+
+
+def fingerprint(ctx) -> str:
+    upstream = [a for a in ctx.require("compile") if a.kind.startswith("engine/")]
+    upstream += [a for a in ctx.require("finetune") if a.kind in ("predictions/baseline-test", "data/split")]
+    targets = [load_target(t).model_dump() for t in ctx.config.targets]
+    return ctx.fingerprint(NAME, {"targets": targets, "rounds": LATENCY_ROUNDS, "iters": LATENCY_ITERS,
+                                  "max_length": ctx.config.train.max_length}, upstream)
+
+
+def predict(engine_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """Logits of each text, one at a time (batch 1), through the engine and its own tokenizer."""
+    from edgeft.runtime.session import open_engine
+    from edgeft.runtime.text import TextPreprocessor
+
+    sess = open_engine(engine_dir)
+    pre = TextPreprocessor(engine_dir, max_length)
+    rows = [sess.run(pre([t], sess.input_names))["logits"][0] for t in texts]
+    return np.stack(rows).astype(np.float32)
+
+
+def measure_latency(engine_dir: Path, spec: TargetSpec) -> dict:
+    shapes = [f"--shape={k}={'x'.join(map(str, v))}" for k, v in spec.latency_shape.items()]
+    cmd = [sys.executable, "-m", "edgeft.runtime.latency", str(engine_dir), *shapes, f"--iters={LATENCY_ITERS}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        raise EdgeftError(f"latency measurement failed for {engine_dir}:\n{proc.stderr[-2000:]}",
+                          fix=f"run `{' '.join(cmd)}` to see the full error")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _gates(spec: TargetSpec, row: dict) -> list[dict]:
+    g, out = spec.gates, []
+    if g.accuracy:
+        out.append({"name": "accuracy_drop", "value": -row["accuracy_delta"], "op": "<=", "threshold": g.accuracy.max_drop})
+    if g.agreement:
+        out.append({"name": "top1_agreement", "value": row["top1_agreement"], "op": ">=", "threshold": g.agreement.min_top1})
+    if g.latency and g.latency.p50_ms is not None:
+        out.append({"name": "p50_ms", "value": row["latency_ms"]["p50_ms"], "op": "<=", "threshold": g.latency.p50_ms})
+    if g.latency and g.latency.max_ratio_vs_fp32 is not None:
+        out.append({"name": "p50_ratio_vs_fp32", "value": row["latency_ratio_vs_fp32"], "op": "<=",
+                    "threshold": g.latency.max_ratio_vs_fp32})
+    for gate in out:
+        v, t = gate["value"], gate["threshold"]
+        gate["passed"] = v is not None and (v <= t + 1e-12 if gate["op"] == "<=" else v >= t - 1e-12)
+    return out
+
+
+def run(ctx, work: Path) -> list[Artifact]:
+    from edgeft.data.loading import read_split
+
+    labels = read_json(ctx.path("finetune/data/labels.json"))
+    test = read_split(ctx.path("finetune/data"), "test")
+    y = np.array([labels.index(e.label) for e in test])
+    base_pred = np.load(ctx.path("finetune/baseline_test_logits.npy")).argmax(-1)
+    base_acc = float((base_pred == y).mean())
+    specs = [load_target(t) for t in ctx.config.targets]
+    rows, notes, artifacts = [], [], []
+    (work / "predictions").mkdir()
+    for spec in specs:
+        for role in ROLES:
+            d = ctx.path(f"compile/{spec.name}/{role}")
+            ctx.log(f"verify: {spec.name}/{role}: {len(test)} test examples at batch 1")
+            logits = predict(d, [e.text for e in test], ctx.config.train.max_length)
+            np.save(work / "predictions" / f"{spec.name}-{role}.npy", logits)
+            artifacts.append(Artifact(f"predictions/{spec.name}-{role}.npy", "predictions/engine-test", NAME,
+                                      parents=[f"compile/{spec.name}/{role}/model.onnx"], target=spec.name))
+            pred = logits.argmax(-1)
+            meta = read_json(d / "engine.json")
+            rows.append({"target": spec.name, "role": role, "backend": meta["backend"], "precision": meta["precision"],
+                         "path": f"compile/{spec.name}/{role}", "accuracy": float((pred == y).mean()),
+                         "top1_agreement": float((pred == base_pred).mean()),
+                         "size_bytes": (d / meta["file"]).stat().st_size, "where_it_ran": meta["where_it_ran"],
+                         "latency_shape": spec.latency_shape, "_spec": spec, "_dir": d})
+        note = host_isa_note(spec)
+        if note:
+            notes.append(f"{spec.name}: {note}")
+    _latencies(ctx, rows)
+    report = _assemble(ctx, rows, base_acc, len(test), notes)
+    write_json_atomic(work / "report.json", report)
+    write_text_atomic(work / "report.md", render_markdown(report))
+    return artifacts + [Artifact("report.json", "report/json", NAME), Artifact("report.md", "report/markdown", NAME)]
+
+
+def _latencies(ctx, rows: list[dict]) -> None:
+    """Interleave: round r measures every engine once, each in a fresh process."""
+    samples: dict[int, list[dict]] = {i: [] for i in range(len(rows))}
+    for r in range(LATENCY_ROUNDS):
+        for i, row in enumerate(rows):
+            samples[i].append(measure_latency(row["_dir"], row["_spec"]))
+        ctx.log(f"verify: latency round {r + 1}/{LATENCY_ROUNDS} done")
+    for i, row in enumerate(rows):
+        row["latency_ms"] = {k: float(np.median([s[k] for s in samples[i]])) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
+        row["load_s"] = float(np.median([s["load_s"] for s in samples[i]]))
+
+
+def _assemble(ctx, rows: list[dict], base_acc: float, n_test: int, notes: list[str]) -> dict:
+    fp32 = {r["target"]: r["latency_ms"]["p50_ms"] for r in rows if r["role"] == "fp32-reference"}
+    for row in rows:
+        row["accuracy_delta"] = row["accuracy"] - base_acc
+        row["latency_ratio_vs_fp32"] = row["latency_ms"]["p50_ms"] / fp32[row["target"]]
+        spec = row.pop("_spec")
+        row.pop("_dir")
+        row["gates"] = _gates(spec, row) if row["role"] == "engine" else []
+        row["passed"] = all(g["passed"] for g in row["gates"])
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION, "run_dir": str(ctx.run_dir), "test_examples": n_test,
+        "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "latency_rounds": LATENCY_ROUNDS,
+        "baseline": {"name": "pytorch-fp32", "accuracy": base_acc},
+        "engines": rows, "notes": notes, "passed": all(r["passed"] for r in rows),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
