@@ -23,9 +23,9 @@ class Strict(BaseModel):
 class TrainConfig(Strict):
     """Supervised fine-tuning (the FP32 baseline) and quantization-aware training."""
 
-    epochs: float = Field(4, gt=0, description="epochs of FP32 fine-tuning")
+    epochs: float = Field(8, gt=0, description="epochs of FP32 fine-tuning")
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(5e-5, gt=0, lt=1)
+    lr: float = Field(1e-4, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(128, ge=8, le=4096, description="tokens; longer inputs are truncated")

@@ -37,15 +37,23 @@ class OnnxRuntimeCPU:
         self.check_available()
         out_dir.mkdir(parents=True, exist_ok=True)
         level = target.onnxruntime.graph_optimization_level
+        precision = precision or target.precision
+        rewrites: dict[str, Any] = {}
+        if precision == "int8":
+            onnx_path, rewrites = _ort_flavoured(onnx_path, out_dir / ".qdq-ort.onnx")
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
         so.optimized_model_filepath = str(out_dir / "model.onnx")
         so.log_severity_level = 3
         ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        if rewrites:
+            onnx_path.unlink()
+            onnx_path = Path(rewrites.pop("source"))
+            rewrites["bias_folded_into_int8_matmul"] = _fold_bias(out_dir / "model.onnx")
         for name in SIDECAR_FILES:
             if (onnx_path.parent / name).is_file():
                 shutil.copy2(onnx_path.parent / name, out_dir / name)
-        meta = {"backend": self.name, "target": target.name, "precision": precision or target.precision,
+        meta = {"backend": self.name, "target": target.name, "precision": precision, "qdq_rewrites": rewrites,
                 "file": "model.onnx", "threads": target.device.threads, "optimization_level": level,
                 "onnxruntime_version": ort.__version__, "where_it_ran": where_it_ran(out_dir / "model.onnx")}
         write_json_atomic(out_dir / ENGINE_JSON, meta)
@@ -53,6 +61,30 @@ class OnnxRuntimeCPU:
 
     def load(self, engine_dir: Path) -> OrtSession:
         return OrtSession(engine_dir)
+
+
+def _ort_flavoured(src: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
+    """Write the ORT-flavoured Q/DQ graph (see qdq_ort) next to the engine, temporarily."""
+    import onnx
+
+    from edgeft.backends.qdq_ort import rewrite_for_ort
+
+    model = onnx.load(str(src))
+    info = rewrite_for_ort(model)
+    onnx.save(model, str(dest))
+    return dest, {**info, "source": str(src)}
+
+
+def _fold_bias(engine_file: Path) -> int:
+    import onnx
+
+    from edgeft.backends.qdq_ort import fold_bias_into_matmul_integer
+
+    model = onnx.load(str(engine_file))
+    n = fold_bias_into_matmul_integer(model)
+    if n:
+        onnx.save(model, str(engine_file))
+    return n
 
 
 def where_it_ran(path: Path) -> dict[str, Any]:

@@ -1,0 +1,152 @@
+"""Rewrite a Q/DQ graph into the flavour ONNX Runtime's x86 int8 kernels run fastest. Exact: no
+value changes, only how the same int8 grid is expressed.
+
+1. Deduplicate activation QuantizeLinear/DequantizeLinear nodes that read the same tensor with the
+   same scale and zero point (ModelOpt gives q, k and v each their own input quantizer on one
+   tensor; three identical quantize ops per layer become one).
+2. Signed -> unsigned activations: ``q = clip(round(x/s) + 0, -128, 127)`` equals
+   ``clip(round(x/s) + 128, 0, 255) - 128``, so zero point 0 (int8) becomes 128 (uint8). ORT's
+   ``MatMulIntegerToFloat`` runs u8 x s8 natively with VNNI; s8 x s8 needs extra work on x86.
+   Weights stay signed, symmetric, per-channel.
+
+TensorRT wants the opposite (signed, zero point 0): never apply this to a TensorRT-bound graph.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Q_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def _constants(graph) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return out
+
+
+def _float_cast_sources(graph) -> dict[str, str]:
+    """Map the output of every Cast-to-float to its input (ModelOpt wraps quantizer inputs in
+    such casts): Q(Cast_float(x)) and Q(x) quantize the same values when both are valid."""
+    from onnx import TensorProto
+
+    return {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast"
+            and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)}
+
+
+def _source(name: str, casts: dict[str, str]) -> str:
+    while name in casts:
+        name = casts[name]
+    return name
+
+
+def _key(node, consts: dict[str, np.ndarray], casts: dict[str, str]) -> tuple | None:
+    if len(node.input) < 3 or node.input[1] not in consts or node.input[2] not in consts:
+        return None
+    attrs = tuple(sorted((a.name, a.i) for a in node.attribute))
+    s, z = consts[node.input[1]], consts[node.input[2]]
+    source = _source(node.input[0], casts) if node.op_type == "QuantizeLinear" else node.input[0]
+    return (node.op_type, source, s.tobytes(), str(s.dtype), z.tobytes(), str(z.dtype), attrs)
+
+
+def _rename_inputs(graph, mapping: dict[str, str]) -> None:
+    for n in graph.node:
+        for i, name in enumerate(n.input):
+            if name in mapping:
+                n.input[i] = mapping[name]
+    for o in graph.output:
+        if o.name in mapping:   # a graph output must keep its name: keep the node instead
+            raise ValueError("graph output produced by a duplicate Q/DQ node")
+
+
+def dedupe(graph, consts: dict[str, np.ndarray]) -> int:
+    """Merge identical activation Q (then DQ) nodes; returns how many nodes were removed."""
+    removed = 0
+    casts = _float_cast_sources(graph)
+    for op in Q_OPS:
+        seen: dict[tuple, str] = {}
+        mapping: dict[str, str] = {}
+        drop = []
+        for n in graph.node:
+            if n.op_type != op or n.input[0] in consts:
+                continue
+            key = _key(n, consts, casts)
+            if key is None:
+                continue
+            if key in seen:
+                mapping[n.output[0]] = seen[key]
+                drop.append(n)
+            else:
+                seen[key] = n.output[0]
+        _rename_inputs(graph, mapping)
+        for n in drop:
+            graph.node.remove(n)
+        removed += len(drop)
+    return removed
+
+
+def to_unsigned_activations(graph, consts: dict[str, np.ndarray]) -> int:
+    """Turn int8/zero-point-0 activation Q/DQ pairs into uint8/zero-point-128. Returns pairs changed."""
+    from onnx import numpy_helper
+
+    changed = 0
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in consts]:
+        zp = consts.get(q.input[2]) if len(q.input) > 2 else None
+        if zp is None or zp.dtype != np.int8 or zp.size != 1:
+            continue
+        consumers = [n for n in graph.node if q.output[0] in n.input]
+        if not consumers or any(c.op_type != "DequantizeLinear" for c in consumers):
+            continue
+        name = f"{q.name or q.output[0]}_zero_point_u8"
+        graph.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), name))
+        for n in [q, *consumers]:
+            n.input[2] = name
+        changed += 1
+    return changed
+
+
+def fold_bias_into_matmul_integer(model) -> int:
+    """After ORT's optimizer: ``Add(MatMulIntegerToFloat(...), bias)`` -> ``MatMulIntegerToFloat(..., bias)``.
+
+    ORT's Q/DQ fusion leaves the Linear bias as a separate Add; the kernel takes the bias itself and
+    applies it while writing the output. Returns how many Adds were folded.
+    """
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    folded, drop = 0, []
+    for mm in [n for n in g.node if n.op_type == "MatMulIntegerToFloat" and len(n.input) < 7]:
+        users = consumers.get(mm.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Add":
+            continue
+        add = users[0]
+        bias = next((i for i in add.input if i != mm.output[0]), None)
+        if bias not in inits or inits[bias].ndim != 1:
+            continue
+        while len(mm.input) < 6:
+            mm.input.append("")
+        mm.input.append(bias)
+        mm.output[0] = add.output[0]
+        drop.append(add)
+        folded += 1
+    for n in drop:
+        g.node.remove(n)
+    return folded
+
+
+def rewrite_for_ort(model) -> dict[str, Any]:
+    """Apply both passes in place on an ``onnx.ModelProto``; returns what changed."""
+    consts = _constants(model.graph)
+    removed = dedupe(model.graph, consts)
+    unsigned = to_unsigned_activations(model.graph, consts)
+    return {"duplicate_qdq_removed": removed, "activations_to_uint8": unsigned}
