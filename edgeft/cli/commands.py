@@ -10,6 +10,7 @@ import click
 
 from edgeft import __version__
 from edgeft.config import BUILTIN_DATA, BUILTIN_MODEL, RunConfig, build_config
+from edgeft.errors import EdgeftError
 
 EXIT_HELP = "Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate failed."
 
@@ -68,7 +69,23 @@ def _maybe_print(cfg: RunConfig, print_config: bool) -> bool:
     return print_config
 
 
-@click.group(help="edgeft: pretrained model + labeled data -> INT8 edge engines, each verified against "
+class EdgeftGroup(click.Group):
+    """Turns domain errors into one clear message and their exit code (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeftError as e:
+            click.echo(f"error: {e.message}", err=True)
+            if e.fix:
+                click.echo(f"  fix: {e.fix}", err=True)
+            raise click.exceptions.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished stages are kept; re-run the same command to resume", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+@click.group(cls=EdgeftGroup, help="edgeft: pretrained model + labeled data -> INT8 edge engines, each verified against "
                   "the model it came from. " + EXIT_HELP)
 @click.version_option(__version__, prog_name="edgeft")
 def cli() -> None:
@@ -157,7 +174,7 @@ _stage_command("compile", "Build an engine per target (and an FP32 reference eng
 _stage_command("verify", "Measure accuracy, agreement and latency of every engine; apply the gates.")
 
 
-@cli.group(help="List, show and validate target YAMLs (targets/).")
+@cli.group(cls=EdgeftGroup, help="List, show and validate target YAMLs (targets/).")
 def targets() -> None:
     pass
 

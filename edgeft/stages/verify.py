@@ -64,7 +64,7 @@ def measure_latency(engine_dir: Path, spec: TargetSpec) -> dict:
 def _gates(spec: TargetSpec, row: dict) -> list[dict]:
     g, out = spec.gates, []
     if g.accuracy:
-        out.append({"name": "accuracy_drop", "value": -row["accuracy_delta"], "op": "<=", "threshold": g.accuracy.max_drop})
+        out.append({"name": "accuracy_drop", "value": 0.0 - row["accuracy_delta"], "op": "<=", "threshold": g.accuracy.max_drop})
     if g.agreement:
         out.append({"name": "top1_agreement", "value": row["top1_agreement"], "op": ">=", "threshold": g.agreement.min_top1})
     if g.latency and g.latency.p50_ms is not None:

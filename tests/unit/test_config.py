@@ -1,0 +1,38 @@
+import pytest
+
+from edgeft.config import RunConfig, build_config
+from edgeft.errors import ConfigError
+
+
+def test_build_config_defaults_are_builtin():
+    cfg = build_config({})
+    assert cfg.model.startswith("builtin:") and cfg.data.startswith("builtin:")
+    assert cfg.targets == ["x86-avx512-int8"]
+
+
+def test_build_config_unknown_key_is_named():
+    with pytest.raises(ConfigError) as e:
+        build_config({"train": {"epochz": 3}})
+    assert "train.epochz" in str(e.value) and "unknown key" in str(e.value)
+
+
+def test_build_config_reports_every_problem_at_once(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        build_config({"train": {"lr": -1, "batch_size": 0}, "data": str(tmp_path / "nope.csv")})
+    msg = str(e.value)
+    assert "3 problem(s)" in msg
+    assert "train.lr" in msg and "train.batch_size" in msg and "nope.csv" in msg
+
+
+def test_build_config_eval_data_without_data_fails(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("text,label\na,b\n")
+    with pytest.raises(ConfigError, match="--eval-data needs --data"):
+        build_config({"eval_data": str(f)})
+
+
+def test_build_config_overrides_merge_nested_values():
+    base = build_config({"train": {"epochs": 2}})
+    cfg = build_config({"train": {"lr": 1e-3}}, base)
+    assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3
+    assert isinstance(cfg, RunConfig)

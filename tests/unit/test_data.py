@@ -1,0 +1,105 @@
+import json
+from collections import Counter
+
+import pytest
+
+from edgeft.config import build_config
+from edgeft.data.builtin import SMARTHOME_DIR
+from edgeft.data.builtin.make_smarthome import generate
+from edgeft.data.loading import load_splits, read_rows, stratified_split, to_examples
+from edgeft.errors import DataError
+from tests.conftest import write_csv
+
+
+def _rows(n_per_class: int, classes=("a", "b", "c")):
+    return [{"text": f"example {c} {i}", "label": c} for c in classes for i in range(n_per_class)]
+
+
+def test_builtin_dataset_matches_its_generator_and_size():
+    splits = generate()
+    for name, rows in splits.items():
+        shipped = read_rows(SMARTHOME_DIR / f"{name}.csv")
+        assert [(r["text"], r["intent"]) for r in shipped] == list(rows), f"{name}.csv is stale: rerun make_smarthome"
+    total = sum(len(r) for r in splits.values())
+    intents = {label for rows in splits.values() for _, label in rows}
+    assert total >= 400 and len(intents) >= 8
+    texts = [t.lower() for rows in splits.values() for t, _ in rows]
+    assert len(texts) == len(set(texts)), "no utterance may repeat across splits"
+
+
+def test_load_splits_builtin_uses_fixed_split():
+    data = load_splits(build_config({}))
+    assert data.report["counts"] == {"train": 360, "validation": 90, "test": 150}
+    assert len(data.labels) == 10
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_load_splits_reads_each_format(tmp_path, fmt):
+    rows = _rows(20)
+    p = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    else:
+        sep = "," if fmt == "csv" else "\t"
+        p.write_text("text" + sep + "label\n" + "".join(f"{r['text']}{sep}{r['label']}\n" for r in rows))
+    data = load_splits(build_config({"data": str(p)}))
+    assert data.labels == ["a", "b", "c"]
+    assert sum(data.report["counts"].values()) == 60
+    assert Counter(e.label for e in data.test) == {"a": 4, "b": 4, "c": 4}
+
+
+def test_load_splits_integer_labels_sort_numerically(tmp_path):
+    rows = [{"text": f"t{i}", "y": str(i % 12)} for i in range(120)]
+    p = write_csv(tmp_path / "d.csv", rows)
+    data = load_splits(build_config({"data": str(p), "label_column": "y"}))
+    assert data.labels == [str(i) for i in range(12)]
+
+
+def test_load_splits_missing_column_lists_present_columns(tmp_path):
+    p = write_csv(tmp_path / "d.csv", _rows(5))
+    with pytest.raises(DataError) as e:
+        load_splits(build_config({"data": str(p), "label_column": "category"}))
+    assert "'category'" in str(e.value) and "['text', 'label']" in str(e.value)
+    assert "--label-column" in e.value.fix
+
+
+def test_load_splits_single_class_refused(tmp_path):
+    p = write_csv(tmp_path / "d.csv", _rows(10, classes=("only",)))
+    with pytest.raises(DataError, match="only one class"):
+        load_splits(build_config({"data": str(p)}))
+
+
+def test_load_splits_empty_file_refused(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("text,label\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_splits(build_config({"data": str(p)}))
+
+
+def test_load_splits_fewer_examples_than_classes_refused(tmp_path):
+    p = write_csv(tmp_path / "d.csv", [{"text": "x", "label": "a"}, {"text": "y", "label": "b"}, {"text": "z", "label": "c"}])
+    with pytest.raises(DataError, match="too few"):
+        load_splits(build_config({"data": str(p)}))
+
+
+def test_load_splits_eval_label_unseen_in_training_refused(tmp_path):
+    train = write_csv(tmp_path / "train.csv", _rows(10))
+    test = write_csv(tmp_path / "test.csv", [{"text": "new", "label": "zzz"}])
+    with pytest.raises(DataError, match="never in training"):
+        load_splits(build_config({"data": str(train), "eval_data": str(test)}))
+
+
+def test_to_examples_drops_empty_text_and_missing_labels(tmp_path):
+    rows = _rows(3) + [{"text": "  ", "label": "a"}, {"text": "ok", "label": ""}]
+    ex, dropped = to_examples(rows, tmp_path / "x.csv", "text", "label")
+    assert len(ex) == 9 and dropped == {"empty_text": 1, "missing_label": 1}
+
+
+def test_stratified_split_is_seeded_and_keeps_class_shares():
+    ex, _ = to_examples(_rows(50), "x", "text", "label")
+    a = stratified_split(ex, 0.2, seed=3)
+    b = stratified_split(ex, 0.2, seed=3)
+    c = stratified_split(ex, 0.2, seed=4)
+    assert a == b and a != c
+    assert Counter(e.label for e in a[1]) == {"a": 10, "b": 10, "c": 10}
+    assert not set(a[0]) & set(a[1])
