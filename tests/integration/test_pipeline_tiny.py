@@ -1,0 +1,203 @@
+"""The whole flow through the CLI on a tiny BERT (built from config) and ~130 real utterances."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeft.cli.commands import cli
+from edgeft.fileio import sha256_file
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """One full run, shared by the tests below (each asserts a different property of it)."""
+    from tests.conftest import write_csv
+    from edgeft.data.builtin import SMARTHOME_DIR
+    import csv
+
+    tmp = tmp_path_factory.mktemp("run")
+    with open(SMARTHOME_DIR / "train.csv", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["intent"] in ("lights_on", "play_music", "weather", "set_timer")]
+    data = write_csv(tmp / "intents.csv", [{"utterance": r["text"], "category": r["intent"]} for r in rows])
+    target = tmp / "test-int8.yaml"
+    target.write_text(
+        "# test target\nname: test-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
+        "device: {kind: cpu, isa: any, threads: 1}\n"
+        "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
+        "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n")
+    out = tmp / "out"
+    args = ["run", "--model", tiny_model_dir, "--data", data, "--text-column", "utterance",
+            "--label-column", "category", "--target", target, "--epochs", "2", "--qat-epochs", "1",
+            "--lr", "1e-3", "--max-length", "32", "--out", out]
+    result = invoke(*args)
+    return {"out": out, "args": args, "result": result, "target": target, "data": data}
+
+
+def test_run_exits_zero_and_writes_reports(tiny_run):
+    r = tiny_run["result"]
+    assert r.exit_code == 0, r.output
+    out = tiny_run["out"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["passed"] is True
+    roles = {(e["target"], e["role"]) for e in report["engines"]}
+    assert roles == {("test-int8", "engine"), ("test-int8", "fp32-reference")}
+    eng = next(e for e in report["engines"] if e["role"] == "engine")
+    for key in ("accuracy", "top1_agreement", "latency_ms", "latency_ratio_vs_fp32", "gates", "where_it_ran"):
+        assert key in eng
+    assert eng["latency_ms"]["p50_ms"] > 0 and eng["latency_ms"]["p99_ms"] >= eng["latency_ms"]["p50_ms"]
+    assert [g["name"] for g in eng["gates"]] == ["accuracy_drop", "top1_agreement"]
+    assert "| test-int8 | engine | int8 |" in (out / "report.md").read_text()
+
+
+def test_run_int8_engine_runs_matmuls_in_int8_kernels(tiny_run):
+    meta = json.loads((tiny_run["out"] / "compile/test-int8/engine/engine.json").read_text())
+    wr = meta["where_it_ran"]
+    # 2 layers x (q, k, v, attention out, ffn in, ffn out) Linear layers
+    assert wr["op_counts"].get("MatMulIntegerToFloat", 0) == 12
+    assert meta["qdq_rewrites"]["activations_to_uint8"] > 0
+    ref = json.loads((tiny_run["out"] / "compile/test-int8/fp32-reference/engine.json").read_text())
+    assert ref["where_it_ran"]["int8_compute_nodes"] == 0
+
+
+def test_run_manifest_records_every_artifact_with_valid_sha256(tiny_run):
+    out = tiny_run["out"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert set(m["stages"]) == {"finetune", "export", "compile", "verify"}
+    assert m["config"]["label_column"] == "category"
+    assert m["data"]["fingerprint"] and m["versions"]["onnxruntime"]
+    paths = {a["path"] for a in m["artifacts"]}
+    for a in m["artifacts"]:
+        assert sha256_file(out / a["path"]) == a["sha256"], a["path"]
+        for parent in a["parents"]:
+            assert parent in paths, f"{a['path']} names unknown parent {parent}"
+    engine = next(a for a in m["artifacts"] if a["kind"] == "engine/onnxruntime-cpu" and "engine/" in a["path"])
+    assert engine["parents"] == ["export/int8/model.onnx"] and engine["target"] == "test-int8"
+
+
+def test_run_parity_and_qdq_export_recorded(tiny_run):
+    parity = json.loads((tiny_run["out"] / "export/parity.json").read_text())
+    assert parity["fp32"]["ok"] and parity["fp32"]["max_abs_diff"] < 1e-3
+    assert parity["int8"]["qdq_nodes"]["QuantizeLinear"] > 0
+    assert "parity fp32/logits: ✓" in tiny_run["result"].output
+
+
+def test_engine_rewrites_keep_outputs_of_the_plain_qdq_graph(tiny_run):
+    """The ORT-flavoured engine (dedupe, u8, folded bias) computes what the exported Q/DQ graph computes."""
+    import onnxruntime as ort
+
+    from edgeft.runtime.session import open_engine
+    from edgeft.runtime.text import TextPreprocessor
+
+    out = tiny_run["out"]
+    eng = open_engine(out / "compile/test-int8/engine")
+    plain = ort.InferenceSession(str(out / "export/int8/model.onnx"), providers=["CPUExecutionProvider"])
+    pre = TextPreprocessor(out / "compile/test-int8/engine", 32)
+    texts = ["turn on the kitchen lights", "play some jazz in the bedroom please", "weather tomorrow?"]
+    for t in texts:
+        feeds = pre([t], eng.input_names)
+        a = eng.run(feeds)["logits"]
+        b = plain.run(["logits"], {k: feeds[k] for k in [i.name for i in plain.get_inputs()]})[0]
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_rerun_same_inputs_skips_every_stage(tiny_run):
+    out = tiny_run["out"]
+    before = (out / "manifest.json").read_text()
+    engine_mtime = (out / "compile/test-int8/engine/model.onnx").stat().st_mtime_ns
+    r = invoke(*tiny_run["args"])
+    assert r.exit_code == 0
+    for stage in ("finetune", "export", "compile", "verify"):
+        assert f"{stage}: up to date, skipped" in r.output
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["stages"] == json.loads(before)["stages"]
+    assert (out / "compile/test-int8/engine/model.onnx").stat().st_mtime_ns == engine_mtime
+
+
+def test_verify_alone_with_impossible_latency_gate_exits_3(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(tiny_run["target"].read_text().replace("name: test-int8", "name: strict")
+                      + "onnxruntime: {graph_optimization_level: extended}\n")
+    strict.write_text(strict.read_text().replace("agreement: {min_top1: 0.0}}",
+                                                 "agreement: {min_top1: 0.0}, latency: {p50_ms: 0.000001}}"))
+    r = invoke("compile", run_dir, "--target", strict)
+    assert r.exit_code == 0, r.output
+    assert "finetune" not in r.output, "compile alone must not redo earlier stages"
+    r = invoke("verify", run_dir, "--target", strict)
+    assert r.exit_code == 3
+    assert "p50_ms" in r.output and "gate(s) failed" in r.output
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["passed"] is False
+
+
+def test_stage_without_its_parent_names_the_command_to_run(tmp_path):
+    r = invoke("export", tmp_path / "empty")
+    assert r.exit_code == 1
+    assert "edgeft run --out" in r.output and "Traceback" not in r.output
+
+
+def test_latency_worker_runs_without_torch(tiny_run):
+    """The device-side runtime (sessions, latency) must not import torch."""
+    engine = tiny_run["out"] / "compile/test-int8/engine"
+    code = ("import sys, json; from edgeft.runtime.latency import measure; "
+            f"r = measure({str(engine)!r}, {{'input_ids': [1, 8]}}, 2, 5, 1); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(json.dumps(r))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["p50_ms"] > 0
+
+
+def test_failed_stage_leaves_previous_outputs_and_manifest_intact(tiny_run, tmp_path, monkeypatch):
+    """A stage that dies half-way (here: raises after writing a file) leaves nothing that looks whole."""
+    import shutil
+
+    import edgeft.stages.compile as compile_stage
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    manifest_before = (run_dir / "manifest.json").read_text()
+    engine = run_dir / "compile/test-int8/engine/model.onnx"
+    digest = sha256_file(engine)
+
+    def dies(ctx, work):
+        (work / "test-int8").mkdir(parents=True)
+        (work / "test-int8" / "half-written.onnx").write_bytes(b"\0" * 10)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(compile_stage, "run", dies)
+    with pytest.raises(RuntimeError):
+        CliRunner().invoke(cli, ["compile", str(run_dir), "--force"], catch_exceptions=False)
+    assert not (run_dir / ".compile.tmp").exists()
+    assert not list(run_dir.rglob("half-written.onnx"))
+    assert sha256_file(engine) == digest
+    before, after = json.loads(manifest_before), json.loads((run_dir / "manifest.json").read_text())
+    assert after["stages"] == before["stages"] and after["artifacts"] == before["artifacts"]
+
+
+def test_corrupted_artifact_is_rebuilt_on_rerun(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    engine = run_dir / "compile/test-int8/engine/model.onnx"
+    good = sha256_file(engine)
+    engine.write_bytes(engine.read_bytes()[:1000])          # truncated, as a killed copy would leave it
+    r = invoke("compile", run_dir, "--target", tiny_run["target"])
+    assert r.exit_code == 0 and "compile: started" in r.output
+    assert sha256_file(engine) != sha256_file(run_dir / "export/int8/model.onnx")
+    assert engine.stat().st_size > 1000 and good
