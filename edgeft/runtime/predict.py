@@ -1,0 +1,51 @@
+"""Classify text with a compiled engine: numpy + onnxruntime + tokenizers only (what runs on the device).
+
+Usage: python -m edgeft.runtime.predict ENGINE_DIR "turn on the lights" ["another text" ...]
+Prints one JSON line per text: the label, its probability, and the top-3.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeft.fileio import read_json
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class TextClassifier:
+    def __init__(self, engine_dir: Path, max_length: int = 128):
+        from edgeft.runtime.session import open_engine
+        from edgeft.runtime.text import TextPreprocessor
+
+        self.session = open_engine(engine_dir)
+        self.pre = TextPreprocessor(engine_dir, max_length)
+        self.labels = read_json(Path(engine_dir) / "labels.json")
+
+    def __call__(self, text: str) -> dict:
+        logits = self.session.run(self.pre([text], self.session.input_names))["logits"][0]
+        p = softmax(logits.astype(np.float64))
+        top = np.argsort(-p)[:3]
+        return {"text": text, "label": self.labels[top[0]], "probability": round(float(p[top[0]]), 4),
+                "top3": [[self.labels[i], round(float(p[i]), 4)] for i in top]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("engine_dir", type=Path)
+    ap.add_argument("texts", nargs="+")
+    ap.add_argument("--max-length", type=int, default=128)
+    a = ap.parse_args(argv)
+    clf = TextClassifier(a.engine_dir, a.max_length)
+    for t in a.texts:
+        print(json.dumps(clf(t), ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
