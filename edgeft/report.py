@@ -25,20 +25,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["engines"]:
-        lat = e["latency_ms"]
+        lat = e["latency_ms"] or {}
         gates = "pass" if e["passed"] else "**FAIL**"
         if e["role"] == "fp32-reference":
             gates = "(reference)"
+        role = f"{e['role']} (deferred kit, via ORT)" if e.get("deferred") else e["role"]
         lines.append(
-            f"| {e['target']} | {e['role']} | {e['precision']} | {e['accuracy']:.4f} | {e['accuracy_delta']:+.4f} "
-            f"| {e['top1_agreement']:.4f} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | {lat['p99_ms']:.2f} "
-            f"| {_fmt(e['latency_ratio_vs_fp32'], '.2f')} | {e['where_it_ran']['int8_share']:.0%} "
-            f"| {e['size_bytes'] / 1e6:.1f} | {gates} |")
+            f"| {e['target']} | {role} | {e['precision']} | {e['accuracy']:.4f} | {e['accuracy_delta']:+.4f} "
+            f"| {e['top1_agreement']:.4f} | {_fmt(lat.get('p50_ms'), '.2f')} | {_fmt(lat.get('p90_ms'), '.2f')} "
+            f"| {_fmt(lat.get('p99_ms'), '.2f')} | {_fmt(e['latency_ratio_vs_fp32'], '.2f')} "
+            f"| {_fmt(e['where_it_ran'].get('int8_share'), '.0%')} | {e['size_bytes'] / 1e6:.1f} | {gates} |")
     lines += ["", "## Gates", "", "| target | gate | value | threshold | result |", "|---|---|---|---|---|"]
     for e in report["engines"]:
         for g in e["gates"]:
-            lines.append(f"| {e['target']} | {g['name']} | {_fmt(g['value'])} | {g['op']} {_fmt(g['threshold'])} "
-                         f"| {'✓' if g['passed'] else '✗'} |")
+            mark = "not measured here" if g["passed"] is None else ("✓" if g["passed"] else "✗")
+            lines.append(f"| {e['target']} | {g['name']} | {_fmt(g['value'])} | {g['op']} {_fmt(g['threshold'])} | {mark} |")
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ class Backend(Protocol):
     name: str
 
     def check_available(self) -> None:
-        """Raise BackendUnavailable naming the install command when the runtime is missing."""
+        """Raise BackendUnavailable (naming the install command) when compile cannot run here."""
 
     def compile(self, onnx_path: Path, target: "TargetSpec", out_dir: Path) -> dict[str, Any]:
         """Build an engine for ``target`` from ``onnx_path`` into ``out_dir``.

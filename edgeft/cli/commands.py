@@ -134,7 +134,7 @@ def _finish(ctx) -> None:
     report = read_json(report_path)
     if not report["passed"]:
         failed = [f"{e['target']}: {g['name']} = {g['value']:.4g} (needs {g['op']} {g['threshold']})"
-                  for e in report["engines"] for g in e["gates"] if not g["passed"]]
+                  for e in report["engines"] for g in e["gates"] if g["passed"] is False]
         raise GateFailed("gate(s) failed:\n  - " + "\n  - ".join(failed),
                          fix="see report.md; loosen the gate in the target YAML only if the loss is acceptable")
 

@@ -41,8 +41,31 @@ class OrtSession:
         return dict(zip(self.output_names, outs))
 
 
+class TrtSession:
+    """Runs a serialized TensorRT engine through polygraphy's TrtRunner (numpy in, numpy out)."""
+
+    def __init__(self, engine_dir: Path):
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+        self.dir = Path(engine_dir)
+        self.meta = read_json(self.dir / ENGINE_JSON)
+        self.runner = TrtRunner(EngineFromBytes(BytesFromPath(str(self.dir / self.meta["file"]))))
+        self.runner.activate()
+        meta = self.runner.get_input_metadata()
+        self.input_names = list(meta.keys())
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.runner.infer({k: np.ascontiguousarray(feeds[k]) for k in self.input_names})
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
 def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
+    """Open what compile wrote. A deferred TensorRT kit opens its Q/DQ ONNX in ONNX Runtime (parity only)."""
     meta = read_json(Path(engine_dir) / ENGINE_JSON)
-    if meta["backend"] == "onnxruntime-cpu":
+    runtime = meta.get("runtime", meta["backend"])
+    if runtime == "onnxruntime-cpu":
         return OrtSession(engine_dir, threads)
-    raise ValueError(f"no runtime for backend {meta['backend']!r} in {engine_dir}")
+    if runtime == "tensorrt":
+        return TrtSession(engine_dir)
+    raise ValueError(f"no runtime for {runtime!r} in {engine_dir}")

@@ -44,8 +44,11 @@ def run(ctx, work: Path) -> list[Artifact]:
             meta = backends[spec.name].compile(ctx.path(src), spec, dest, precision=precision)
             shutil.copy2(labels, dest / "labels.json")
             wr = meta["where_it_ran"]
-            ctx.log(f"compile: {spec.name}/{sub}: {wr['int8_compute_nodes']} int8 / "
-                    f"{wr['float_compute_nodes']} float compute nodes (int8 share {wr['int8_share']:.0%})")
+            if meta.get("deferred"):
+                ctx.log(f"compile: {spec.name}/{sub}: {meta['message']}; kit in compile/{spec.name}/{sub}/")
+            else:
+                ctx.log(f"compile: {spec.name}/{sub}: {wr.get('int8_compute_nodes')} int8 / "
+                        f"{wr.get('float_compute_nodes')} float compute nodes (int8 share {wr.get('int8_share')})")
             out.append(Artifact(f"{spec.name}/{sub}/{meta['file']}", f"engine/{spec.backend}", NAME,
                                 parents=[src], target=spec.name, metrics={"precision": precision, **wr}))
             out += [Artifact(f"{spec.name}/{sub}/{p.name}", "engine/sidecar", NAME, target=spec.name)

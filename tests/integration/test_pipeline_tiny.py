@@ -201,3 +201,23 @@ def test_corrupted_artifact_is_rebuilt_on_rerun(tiny_run, tmp_path):
     assert r.exit_code == 0 and "compile: started" in r.output
     assert sha256_file(engine) != sha256_file(run_dir / "export/int8/model.onnx")
     assert engine.stat().st_size > 1000 and good
+
+
+def test_parity_flags_an_onnx_that_is_not_the_model(tiny_run, tmp_path):
+    """Parity is shown, not assumed: a different model behind the ONNX file fails the FP32 check."""
+    import torch
+
+    from edgeft.models.hf_text import load_classifier, load_tokenizer
+    from edgeft.stages.export import FP32_ATOL, parity
+
+    out = tiny_run["out"]
+    labels = json.loads((out / "finetune/data/labels.json").read_text())
+    tok = load_tokenizer(out / "finetune/baseline")
+    feeds = tok(["turn on the lights", "play jazz"], padding=True, return_tensors="pt")
+    model = load_classifier(out / "finetune/baseline", labels).eval()
+    same = parity(model, out / "export/fp32/model.onnx", feeds, atol=FP32_ATOL, min_agreement=None)
+    assert same["ok"] and same["max_abs_diff"] < FP32_ATOL
+    with torch.no_grad():
+        model.classifier.bias += 1.0
+    other = parity(model, out / "export/fp32/model.onnx", feeds, atol=FP32_ATOL, min_agreement=None)
+    assert not other["ok"] and other["max_abs_diff"] > 0.5

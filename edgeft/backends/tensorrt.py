@@ -1,0 +1,113 @@
+"""TensorRT backend (optional extra ``edgeft[trt]``): explicit-quantization INT8 and FP16 engines.
+
+Before anything is built, an INT8 graph must pass the Q/DQ lint (``qdq_lint``): signed, zero point 0,
+per-channel weight scales on the right axis. Then:
+
+- where ``tensorrt`` imports, ``trt_build.build`` makes the engine (OnnxParser, FP16/INT8 builder flags,
+  one optimization profile from the target's min/opt/max shapes, a timing cache kept in
+  ``$EDGEFT_CACHE_DIR/tensorrt/`` and reused, per-layer precision from the engine inspector);
+- where it does not, the result is a **deferred build kit**: the Q/DQ ONNX, ``build_engine.py`` (the
+  same ``trt_build`` file), ``settings.json`` with exactly the target's settings, and a README. No
+  engine is built and none is claimed; verify checks the kit's ONNX through ONNX Runtime only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgeft.errors import BackendUnavailable, TargetError
+from edgeft.fileio import write_json_atomic
+from edgeft.runtime.session import ENGINE_JSON
+
+SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
+KIT_README = """Deferred TensorRT build kit for target {target} ({precision}).
+
+TensorRT was not importable where this kit was made, so NO ENGINE WAS BUILT THERE.
+On the device (TensorRT >= 10 with its Python bindings, and a CUDA GPU):
+
+    python build_engine.py
+
+builds model.engine from model.onnx with exactly the settings in settings.json (precision, input shape
+profile, workspace) and writes engine_info.json (TensorRT version, GPU, per-layer precision).
+"""
+
+
+def tensorrt_version() -> str | None:
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return tensorrt.__version__
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEFT_CACHE_DIR", Path.home() / ".cache" / "edgeft")) / "tensorrt"
+
+
+class TensorRT:
+    name = "tensorrt"
+
+    def check_available(self) -> None:
+        """Compiling always works: without TensorRT it yields a deferred build kit (see module doc)."""
+
+    def require_runtime(self) -> None:
+        if tensorrt_version() is None:
+            raise BackendUnavailable("TensorRT is not installed here",
+                                     fix="pip install 'edgeft[trt]' on a machine with an NVIDIA GPU")
+
+    def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None) -> dict[str, Any]:
+        from edgeft.backends.qdq_lint import lint_for_tensorrt
+
+        precision = precision or target.precision
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lint = lint_for_tensorrt(onnx_path) if precision == "int8" else None
+        if lint and not lint["ok"]:
+            raise TargetError(f"{onnx_path} is not valid for TensorRT explicit quantization:\n  - "
+                              + "\n  - ".join(lint["problems"][:20]),
+                              fix="export signed symmetric INT8 Q/DQ (ModelOpt's default) for TensorRT targets")
+        shutil.copy2(onnx_path, out_dir / "model.onnx")
+        for name in SIDECAR_FILES:
+            if (onnx_path.parent / name).is_file():
+                shutil.copy2(onnx_path.parent / name, out_dir / name)
+        settings = {"target": target.name, "precision": precision, "workspace_mb": 2048,
+                    "input_shapes": {k: v.model_dump() for k, v in target.input_shapes.items()}}
+        write_json_atomic(out_dir / "settings.json", settings)
+        meta: dict[str, Any] = {"backend": self.name, "target": target.name, "precision": precision,
+                                "qdq_lint": lint, "where_it_ran": _where_from_lint(lint)}
+        if tensorrt_version() is None:
+            shutil.copy2(Path(__file__).with_name("trt_build.py"), out_dir / "build_engine.py")
+            (out_dir / "README.txt").write_text(KIT_README.format(target=target.name, precision=precision))
+            meta.update(deferred=True, file="model.onnx", runtime="onnxruntime-cpu",
+                        message="TensorRT is not installed here: this is a deferred build kit, no engine was built")
+        else:
+            from edgeft.backends.trt_build import build
+
+            info = build(out_dir / "model.onnx", out_dir, settings, cache_dir() / f"{target.name}.timing.cache")
+            (out_dir / "model.onnx").unlink()
+            meta.update(deferred=False, file="model.engine", runtime="tensorrt", tensorrt=info["tensorrt_version"],
+                        gpu=info["gpu"], where_it_ran={"by_precision": info["by_precision"],
+                                                       "int8_share": _int8_share(info["by_precision"])})
+        write_json_atomic(out_dir / ENGINE_JSON, meta)
+        return meta
+
+    def load(self, engine_dir: Path):
+        from edgeft.runtime.session import open_engine
+
+        self.require_runtime()
+        return open_engine(engine_dir)
+
+
+def _int8_share(by_precision: dict[str, int]) -> float:
+    total = sum(by_precision.values())
+    return round(by_precision.get("Int8", 0) / total, 4) if total else 0.0
+
+
+def _where_from_lint(lint: dict | None) -> dict[str, Any]:
+    """Before a build, say what the graph asks for: the Q/DQ-wrapped weights are the int8 candidates."""
+    if not lint:
+        return {"int8_compute_nodes": 0, "float_compute_nodes": None, "int8_share": 0.0, "op_counts": {}}
+    return {"int8_compute_nodes": lint["counts"]["weight_dq"], "float_compute_nodes": None,
+            "int8_share": None, "op_counts": {}, "note": "planned by Q/DQ placement; TensorRT decides at build"}

@@ -1,0 +1,101 @@
+"""Build a TensorRT engine from ONNX with exactly a target's settings.
+
+Standalone on purpose: it imports only tensorrt and the standard library, so the same file is what
+``edgeft compile`` runs where TensorRT is installed *and* what the deferred build kit ships to the
+device (as ``build_engine.py``, next to ``settings.json`` and the ONNX) where it is not.
+
+    python build_engine.py            # in the kit folder: reads settings.json, writes model.engine
+
+Writes: model.engine (serialized), timing.cache (reused on the next build), engine_info.json
+(TensorRT version, GPU, build seconds, per-layer precision from the engine inspector).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+
+def _gpu_name() -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - the name is informational; the build does not depend on it
+        return "unknown"
+
+
+def _layer_precisions(engine, trt) -> dict:
+    """Per-layer output precision, read back with the engine inspector."""
+    inspector = engine.create_engine_inspector()
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    layers = []
+    for layer in info.get("Layers", []):
+        if isinstance(layer, str):           # LAYER_NAMES_ONLY verbosity gives bare names
+            layers.append({"name": layer, "precision": "unknown"})
+            continue
+        outs = layer.get("Outputs") or [{}]
+        fmt = str(outs[0].get("Format/Datatype", ""))
+        precision = next((p for p in ("Int8", "FP8", "Half", "Float", "Int32") if p in fmt), "unknown")
+        layers.append({"name": layer.get("Name", ""), "type": layer.get("LayerType", ""), "precision": precision})
+    return {"layers": layers, "by_precision": dict(Counter(layer["precision"] for layer in layers))}
+
+
+def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | None = None) -> dict:
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}:\n{errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.get("workspace_mb", 2048)) << 20)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if settings["precision"] in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)        # layers left unquantized run in FP16
+    if settings["precision"] == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)        # explicit quantization: scales come from the Q/DQ nodes
+    profile = builder.create_optimization_profile()
+    shapes = settings["input_shapes"]
+    for i in range(network.num_inputs):
+        name = network.get_input(i).name
+        s = shapes.get(name) or next(iter(shapes.values()))
+        profile.set_shape(name, s["min"], s["opt"], s["max"])
+    config.add_optimization_profile(profile)
+    cache_path = cache_path or out_dir / "timing.cache"
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.time()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT build failed; the TensorRT log above says why")
+    seconds = time.time() - t0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.engine").write_bytes(bytes(serialized))
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    info = {"tensorrt_version": trt.__version__, "gpu": _gpu_name(), "build_seconds": round(seconds, 1),
+            "precision": settings["precision"], "input_shapes": shapes, "timing_cache": str(cache_path),
+            **_layer_precisions(engine, trt)}
+    (out_dir / "engine_info.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    settings = json.loads((here / "settings.json").read_text())
+    info = build(here / "model.onnx", here, settings)
+    print(f"built {here / 'model.engine'} with TensorRT {info['tensorrt_version']} on {info['gpu']} "
+          f"in {info['build_seconds']}s; layers by precision: {info['by_precision']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

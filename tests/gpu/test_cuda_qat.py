@@ -1,0 +1,23 @@
+"""QAT on CUDA: skipped where no GPU is visible."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_finetune_and_qat_run_on_cuda(tiny_model_dir, intents_csv, tmp_path):
+    from edgeft.cli.commands import cli
+
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["finetune", str(out), "--model", str(tiny_model_dir), "--data", str(intents_csv),
+                                 "--text-column", "utterance", "--label-column", "category", "--epochs", "1",
+                                 "--max-steps", "5"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((out / "finetune/metrics.json").read_text())
+    assert metrics["device"] == "cuda"
+    assert metrics["qat"]["quantizers"]["enabled"] > 0

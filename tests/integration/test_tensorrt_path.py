@@ -1,0 +1,107 @@
+"""TensorRT targets: Q/DQ lint, deferred build kits where TensorRT is missing, real builds where present."""
+from __future__ import annotations
+
+import json
+import py_compile
+
+import pytest
+from click.testing import CliRunner
+
+from edgeft.backends.qdq_lint import lint_for_tensorrt
+from edgeft.backends.tensorrt import tensorrt_version
+from edgeft.cli.commands import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def trt_run(tiny_model_dir, tmp_path_factory):
+    from edgeft.targets import targets_dir
+
+    tmp = tmp_path_factory.mktemp("trt")
+    target = tmp / "trt-int8.yaml"
+    text = (targets_dir() / "jetson-orin-nano-int8.yaml").read_text()
+    text = text.replace("name: jetson-orin-nano-int8", "name: trt-int8").replace("max_drop: 0.01", "max_drop: 1.0")
+    target.write_text(text.replace("min_top1: 0.97", "min_top1: 0.0"))
+    out = tmp / "out"
+    r = CliRunner().invoke(cli, ["run", "--model", str(tiny_model_dir), "--target", str(target), "--epochs", "1",
+                                 "--max-steps", "4", "--max-length", "32", "--out", str(out)], catch_exceptions=False)
+    return {"out": out, "result": r, "target": target}
+
+
+def test_modelopt_export_passes_tensorrt_qdq_lint(trt_run):
+    r = lint_for_tensorrt(trt_run["out"] / "export/int8/model.onnx")
+    assert r["ok"], r["problems"]
+    assert r["counts"]["weight_dq"] == 2 * 6 + 2      # 6 Linear per layer x 2 layers + pooler + classifier
+
+
+def test_lint_rejects_ort_flavoured_graph_and_wrong_weight_axis(trt_run, tmp_path):
+    import onnx
+
+    from edgeft.backends.qdq_ort import rewrite_for_ort
+
+    src = trt_run["out"] / "export/int8/model.onnx"
+    m = onnx.load(str(src))
+    rewrite_for_ort(m)
+    onnx.save(m, str(tmp_path / "ort.onnx"))
+    r = lint_for_tensorrt(tmp_path / "ort.onnx")
+    assert not r["ok"] and any("zero point must be int8, got uint8" in p for p in r["problems"])
+
+    m = onnx.load(str(src))
+    dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and "query/weight_quantizer" in n.name)
+    next(a for a in dq.attribute if a.name == "axis").i = 1
+    onnx.save(m, str(tmp_path / "axis.onnx"))
+    r = lint_for_tensorrt(tmp_path / "axis.onnx")
+    assert r["problems"] == [f"{dq.name}: per-channel scales on axis 1, but MatMul needs the output-channel axis 0"]
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed: a real engine is built instead")
+def test_without_tensorrt_compile_writes_a_deferred_build_kit(trt_run):
+    assert trt_run["result"].exit_code == 0, trt_run["result"].output
+    kit = trt_run["out"] / "compile/trt-int8/engine"
+    meta = json.loads((kit / "engine.json").read_text())
+    assert meta["deferred"] is True and "no engine was built" in meta["message"]
+    assert not list(kit.glob("*.engine")), "no engine file may exist when TensorRT did not build one"
+    py_compile.compile(str(kit / "build_engine.py"), doraise=True)
+    settings = json.loads((kit / "settings.json").read_text())
+    assert settings["precision"] == "int8"
+    assert settings["input_shapes"]["input_ids"] == {"min": [1, 1], "opt": [1, 128], "max": [8, 512]}
+    assert "NO ENGINE WAS BUILT" in (kit / "README.txt").read_text()
+    assert lint_for_tensorrt(kit / "model.onnx")["ok"]
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed: latency is measured")
+def test_without_tensorrt_report_checks_kit_onnx_and_measures_no_latency(trt_run):
+    report = json.loads((trt_run["out"] / "report.json").read_text())
+    eng = next(e for e in report["engines"] if e["role"] == "engine")
+    assert eng["deferred"] and eng["runtime"] == "onnxruntime-cpu"
+    assert eng["latency_ms"] is None and eng["latency_ratio_vs_fp32"] is None
+    lat = next(g for g in eng["gates"] if g["name"] == "p50_ratio_vs_fp32")
+    assert lat["passed"] is None, "an unmeasured gate is reported as such, never as passed"
+    assert 0.0 <= eng["top1_agreement"] <= 1.0
+    assert any("no engine was built" in n for n in report["notes"])
+    assert "not measured here" in (trt_run["out"] / "report.md").read_text()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(tensorrt_version() is None, reason="needs TensorRT and a CUDA GPU")
+def test_tensorrt_builds_int8_engine_and_agrees_with_onnxruntime(trt_run):
+    assert trt_run["result"].exit_code == 0, trt_run["result"].output
+    eng_dir = trt_run["out"] / "compile/trt-int8/engine"
+    meta = json.loads((eng_dir / "engine.json").read_text())
+    assert meta["deferred"] is False and (eng_dir / "model.engine").is_file()
+    info = json.loads((eng_dir / "engine_info.json").read_text())
+    assert info["by_precision"].get("Int8", 0) > 0, info["by_precision"]
+    report = json.loads((trt_run["out"] / "report.json").read_text())
+    eng = next(e for e in report["engines"] if e["role"] == "engine")
+    assert eng["latency_ms"]["p50_ms"] > 0 and eng["top1_agreement"] > 0.9
+
+
+def test_build_kit_script_is_the_backend_build_code():
+    """The kit ships the very module compile uses, not a copy that could drift."""
+    from pathlib import Path
+
+    import edgeft.backends.trt_build as tb
+
+    src = Path(tb.__file__).read_text()
+    assert "def build(" in src and "import tensorrt as trt" in src and "from edgeft" not in src
