@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.errors import ParityError
-from edgeft.fileio import write_json_atomic
+from edgeft.fileio import read_json, write_json_atomic
 from edgeft.manifest import Artifact
 
 NAME = "export"
@@ -63,7 +63,7 @@ def run(ctx, work: Path) -> list[Artifact]:
     from edgeft.quant import modelopt_int8
 
     base_dir = ctx.path("finetune/baseline")
-    labels = [str(x) for x in __import__("json").loads(ctx.path("finetune/data/labels.json").read_text())]
+    labels = read_json(ctx.path("finetune/data/labels.json"))
     tok = load_tokenizer(base_dir)
     test = read_split(ctx.path("finetune/data"), "test")[:PARITY_SAMPLES]
     feeds = tok([e.text for e in test], truncation=True, max_length=ctx.config.train.max_length,

@@ -77,8 +77,7 @@ def run(ctx, work: Path) -> list[Artifact]:
     import torch
     from transformers import set_seed
 
-    from edgeft.models.hf_text import Encoded, load_classifier, load_tokenizer, resolve_model_path
-    from edgeft.quant import modelopt_int8
+    from edgeft.models.hf_text import Encoded, load_tokenizer, resolve_model_path
 
     cfg = ctx.config
     data = load_splits(cfg)
@@ -92,52 +91,14 @@ def run(ctx, work: Path) -> list[Artifact]:
             f"{len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test")
     ds = {s: Encoded(tok, [e.text for e in getattr(data, s)], data.label_ids(s), cfg.train.max_length)
           for s in ("train", "validation", "test")}
-
-    model = load_classifier(model_path, data.labels)
-    trainer = _trainer(model, tok, _training_args(cfg, work / ".ckpt", epochs=cfg.train.epochs,
-                                                  lr=cfg.train.lr, eval_each_epoch=True), ds["train"], ds["validation"])
-    trainer.train()
-    history = [h for h in trainer.state.log_history if "eval_accuracy" in h]
-    model = trainer.model
-    shutil.rmtree(work / ".ckpt", ignore_errors=True)
-    base_val, _ = _evaluate(trainer, ds["validation"])
-    base_test, base_logits = _evaluate(trainer, ds["test"])
-    ctx.log(f"finetune: FP32 baseline accuracy validation {base_val:.4f}, test {base_test:.4f}")
-    model.save_pretrained(work / "baseline")
-    tok.save_pretrained(work / "baseline")
-    np.save(work / "baseline_test_logits.npy", base_logits.astype(np.float32))
-
-    calib = load_calibration(cfg.calibration)
-    calib_texts = [e.text for e in getattr(data, calib.split)]
-
-    def calib_batches():
-        for texts in batches(calib_texts, calib):
-            yield tok(texts, truncation=True, max_length=calib.max_length, padding=True, return_tensors="pt")
-
-    ctx.log(f"finetune: INT8 calibration on {min(calib.num_samples, len(calib_texts))} {calib.split} samples")
-    qmodel = modelopt_int8.quantize(model, calib_batches)
-    qtrainer = _trainer(qmodel, tok, _training_args(cfg, work / ".ckpt", epochs=max(cfg.train.qat_epochs, 1e-9),
-                                                    lr=cfg.train.lr * cfg.train.qat_lr_scale, eval_each_epoch=False),
-                        ds["train"], ds["validation"])
-    if cfg.train.qat_epochs > 0:
-        ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")
-        qtrainer.train()
-    shutil.rmtree(work / ".ckpt", ignore_errors=True)
-    q_val, _ = _evaluate(qtrainer, ds["validation"])
-    q_test, _ = _evaluate(qtrainer, ds["test"])
-    ctx.log(f"finetune: INT8 fake-quant accuracy validation {q_val:.4f}, test {q_test:.4f}")
-    modelopt_int8.save(qtrainer.model, work / "qat")
-
-    metrics = {
-        "device": device, "labels": data.labels, "data_fingerprint": data.fingerprint(), "data_report": data.report,
-        "baseline": {"validation_accuracy": base_val, "test_accuracy": base_test, "epochs": history},
-        "qat": {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "validation_accuracy": q_val,
-                "test_accuracy": q_test, "quantizers": modelopt_int8.count_quantizers(qtrainer.model)},
-        "calibration": {**calib.model_dump(), "fingerprint": calib_fingerprint(calib_texts, calib)},
-    }
+    model, baseline = _baseline(ctx, model_path, tok, data, ds, work)
+    qat, calibration = _quantization_aware(ctx, model, tok, data, ds, work)
+    metrics = {"device": device, "labels": data.labels, "data_fingerprint": data.fingerprint(),
+               "data_report": data.report, "baseline": baseline, "qat": qat, "calibration": calibration}
     write_json_atomic(work / "metrics.json", metrics)
     ctx.manifest.data["data"] = {"fingerprint": data.fingerprint(), "report": data.report,
                                  "calibration_fingerprint": metrics["calibration"]["fingerprint"]}
+    base_test, q_test = baseline["test_accuracy"], qat["test_accuracy"]
     weights = f"{NAME}/baseline/model.safetensors"
     return [
         *(Artifact(f"data/{n}", "data/split", NAME) for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "labels.json")),
@@ -147,6 +108,56 @@ def run(ctx, work: Path) -> list[Artifact]:
                  metrics={"test_accuracy": q_test}),
         Artifact("metrics.json", "metrics/finetune", NAME),
     ]
+
+
+def _baseline(ctx, model_path: Path, tok, data: SplitData, ds: dict, work: Path):
+    """Fine-tune in FP32 (best validation epoch kept); save it and its test logits."""
+    from edgeft.models.hf_text import load_classifier
+
+    cfg = ctx.config
+    args = _training_args(cfg, work / ".ckpt", epochs=cfg.train.epochs, lr=cfg.train.lr, eval_each_epoch=True)
+    trainer = _trainer(load_classifier(model_path, data.labels), tok, args, ds["train"], ds["validation"])
+    trainer.train()
+    shutil.rmtree(work / ".ckpt", ignore_errors=True)
+    history = [h for h in trainer.state.log_history if "eval_accuracy" in h]
+    val, _ = _evaluate(trainer, ds["validation"])
+    test, logits = _evaluate(trainer, ds["test"])
+    ctx.log(f"finetune: FP32 baseline accuracy validation {val:.4f}, test {test:.4f}")
+    trainer.model.save_pretrained(work / "baseline")
+    tok.save_pretrained(work / "baseline")
+    np.save(work / "baseline_test_logits.npy", logits.astype(np.float32))
+    return trainer.model, {"validation_accuracy": val, "test_accuracy": test, "epochs": history}
+
+
+def _quantization_aware(ctx, model, tok, data: SplitData, ds: dict, work: Path):
+    """Insert INT8 quantizers, calibrate on the calibration set, train briefly at a lower lr (QAT)."""
+    from edgeft.quant import modelopt_int8
+
+    cfg = ctx.config
+    calib = load_calibration(cfg.calibration)
+    texts = [e.text for e in getattr(data, calib.split)]
+
+    def calib_batches():
+        for chunk in batches(texts, calib):
+            yield tok(chunk, truncation=True, max_length=calib.max_length, padding=True, return_tensors="pt")
+
+    ctx.log(f"finetune: INT8 calibration on {min(calib.num_samples, len(texts))} {calib.split} samples")
+    qmodel = modelopt_int8.quantize(model, calib_batches)
+    epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
+    args = _training_args(cfg, work / ".ckpt", epochs=epochs,
+                          lr=cfg.train.lr * cfg.train.qat_lr_scale, eval_each_epoch=False)
+    trainer = _trainer(qmodel, tok, args, ds["train"], ds["validation"])
+    if cfg.train.qat_epochs > 0:
+        ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")
+        trainer.train()
+    shutil.rmtree(work / ".ckpt", ignore_errors=True)
+    val, _ = _evaluate(trainer, ds["validation"])
+    test, _ = _evaluate(trainer, ds["test"])
+    ctx.log(f"finetune: INT8 fake-quant accuracy validation {val:.4f}, test {test:.4f}")
+    modelopt_int8.save(trainer.model, work / "qat")
+    qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "validation_accuracy": val, "test_accuracy": test,
+           "quantizers": modelopt_int8.count_quantizers(trainer.model)}
+    return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
 
 
 def _log_data(ctx, data: SplitData) -> None:
