@@ -143,7 +143,9 @@ def _check_classes(train: list[Example], where: str) -> None:
 
 
 def load_splits(cfg: RunConfig) -> SplitData:
-    """Return train/validation/test splits for the run's data settings."""
+    """Return train/validation/test splits for the run's data settings, cleaned (see cleaning.py)."""
+    from edgeft.data.cleaning import dedupe, remove_leakage
+
     if cfg.data == BUILTIN_DATA:
         from edgeft.data.builtin import SMARTHOME_DIR
 
@@ -156,16 +158,25 @@ def load_splits(cfg: RunConfig) -> SplitData:
     else:
         data_path = Path(cfg.data)
         examples, dropped = to_examples(read_rows(data_path), data_path, cfg.text_column, cfg.label_column)
+        before = _distribution(examples)
+        examples, dup = dedupe(examples)
+        dropped.update(dup)
         _check_classes(examples, str(data_path))
         if cfg.eval_data:
             eval_path = Path(cfg.eval_data)
             test, eval_dropped = to_examples(read_rows(eval_path), eval_path, cfg.text_column, cfg.label_column)
-            dropped.update({f"eval_{k}": v for k, v in eval_dropped.items()})
+            test, eval_dup = dedupe(test)
+            dropped.update({f"eval_{k}": v for k, v in (eval_dropped + eval_dup).items()})
             train, val = stratified_split(examples, cfg.split.validation_fraction, cfg.seed)
         else:
             rest, test = stratified_split(examples, cfg.split.test_fraction, cfg.seed)
             frac = cfg.split.validation_fraction / (1 - cfg.split.test_fraction)
             train, val = stratified_split(rest, frac, cfg.seed + 1)
+    if cfg.data == BUILTIN_DATA:
+        before = _distribution(train + val + test)
+    train, leaked = remove_leakage(train, val + test)
+    if leaked:
+        dropped["leaked_into_eval"] = leaked
     _check_classes(train, "training split")
     labels = _label_order({ex.label for ex in train})
     unseen = sorted({ex.label for ex in val + test} - set(labels))
@@ -174,11 +185,16 @@ def load_splits(cfg: RunConfig) -> SplitData:
                         fix="make sure --data and --eval-data use the same label set")
     report = {
         "dropped": dict(dropped),
+        "class_distribution_before": before,
         "counts": {name: len(s) for name, s in (("train", train), ("validation", val), ("test", test))},
         "class_distribution": {name: dict(sorted(Counter(ex.label for ex in s).items()))
                                for name, s in (("train", train), ("validation", val), ("test", test))},
     }
     return SplitData(train, val, test, labels, report)
+
+
+def _distribution(examples: list[Example]) -> dict[str, int]:
+    return dict(sorted(Counter(ex.label for ex in examples).items()))
 
 
 def save_splits(data: SplitData, out_dir: Path) -> list[Path]:
@@ -193,6 +209,9 @@ def save_splits(data: SplitData, out_dir: Path) -> list[Path]:
         paths.append(p)
     p = out_dir / "labels.json"
     p.write_text(json.dumps(data.labels, indent=1))
+    paths.append(p)
+    p = out_dir / "report.json"
+    p.write_text(json.dumps(data.report, indent=1))
     paths.append(p)
     return paths
 

@@ -101,7 +101,7 @@ def run(ctx, work: Path) -> list[Artifact]:
     base_test, q_test = baseline["test_accuracy"], qat["test_accuracy"]
     weights = f"{NAME}/baseline/model.safetensors"
     return [
-        *(Artifact(f"data/{n}", "data/split", NAME) for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "labels.json")),
+        *(Artifact(f"data/{n}", "data/split", NAME) for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "labels.json", "report.json")),
         Artifact("baseline/model.safetensors", "model/pytorch-fp32", NAME, metrics={"test_accuracy": base_test}),
         Artifact("baseline_test_logits.npy", "predictions/baseline-test", NAME, parents=[weights]),
         Artifact("qat/modelopt_state.pth", "model/pytorch-int8-fakequant", NAME, parents=[weights],
@@ -164,3 +164,5 @@ def _log_data(ctx, data: SplitData) -> None:
     r = data.report
     dropped = ", ".join(f"{k}={v}" for k, v in r["dropped"].items()) or "none"
     ctx.log(f"data: {r['counts']} rows; dropped: {dropped}; labels: {data.labels}")
+    ctx.log(f"data: classes before cleaning {r['class_distribution_before']}, "
+            f"train after {r['class_distribution']['train']} (full report: finetune/data/report.json)")

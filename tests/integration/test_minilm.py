@@ -23,6 +23,6 @@ def test_minilm_builtin_run_few_steps_builds_fully_int8_engine(tmp_path, loose_t
     report = json.loads((out / "report.json").read_text())
     eng = next(e for e in report["engines"] if e["role"] == "engine")
     ref = next(e for e in report["engines"] if e["role"] == "fp32-reference")
-    assert report["test_examples"] == 150
+    assert report["test_examples"] == 300
     assert ref["top1_agreement"] == 1.0, "the FP32 engine must agree with the PyTorch baseline"
     assert eng["size_bytes"] < ref["size_bytes"]

@@ -23,13 +23,15 @@ def test_builtin_dataset_matches_its_generator_and_size():
     total = sum(len(r) for r in splits.values())
     intents = {label for rows in splits.values() for _, label in rows}
     assert total >= 400 and len(intents) >= 8
-    texts = [t.lower() for rows in splits.values() for t, _ in rows]
+    from edgeft.data.cleaning import normalize
+
+    texts = [normalize(t) for rows in splits.values() for t, _ in rows]
     assert len(texts) == len(set(texts)), "no utterance may repeat across splits"
 
 
 def test_load_splits_builtin_uses_fixed_split():
     data = load_splits(build_config({}))
-    assert data.report["counts"] == {"train": 360, "validation": 90, "test": 150}
+    assert data.report["counts"] == {"train": 400, "validation": 100, "test": 300}
     assert len(data.labels) == 10
 
 
@@ -103,3 +105,23 @@ def test_stratified_split_is_seeded_and_keeps_class_shares():
     assert a == b and a != c
     assert Counter(e.label for e in a[1]) == {"a": 10, "b": 10, "c": 10}
     assert not set(a[0]) & set(a[1])
+
+
+def test_cleaning_removes_duplicates_conflicts_and_leakage(tmp_path):
+    rows = ([{"text": "turn on the lights", "label": "on"}] * 3                         # 2 exact duplicates
+            + [{"text": "Turn on the lights!", "label": "on"}]                          # normalized duplicate
+            + [{"text": "lights", "label": "on"}, {"text": "LIGHTS", "label": "off"}]   # conflicting labels
+            + [{"text": f"on {i}", "label": "on"} for i in range(10)]
+            + [{"text": f"off {i}", "label": "off"} for i in range(10)])
+    train = write_csv(tmp_path / "train.csv", rows)
+    test = write_csv(tmp_path / "test.csv", [{"text": "ON 3.", "label": "on"}, {"text": "off 4", "label": "off"},
+                                             {"text": "off 4", "label": "off"}])
+    data = load_splits(build_config({"data": str(train), "eval_data": str(test)}))
+    d = data.report["dropped"]
+    assert d["exact_duplicates"] == 2 and d["normalized_duplicates"] == 1 and d["conflicting_labels"] == 2
+    assert d["leaked_into_eval"] == 2 and d["eval_exact_duplicates"] == 1
+    train_texts = {e.text for e in data.train + data.validation}
+    assert "on 3" not in train_texts and "off 4" not in train_texts
+    assert sum(t.lower() == "turn on the lights" or t == "Turn on the lights!" for t in train_texts) == 1
+    assert data.report["class_distribution_before"] == {"off": 11, "on": 15}
+    assert len(data.test) == 2
