@@ -10,6 +10,18 @@ if TYPE_CHECKING:
     from edgeft.targets import TargetSpec
 
 
+SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
+
+
+def copy_sidecars(src_dir: Path, out_dir: Path) -> None:
+    """Copy the tokenizer and model config next to an engine, so the engine folder stands alone."""
+    import shutil
+
+    for name in SIDECAR_FILES:
+        if (src_dir / name).is_file():
+            shutil.copy2(src_dir / name, out_dir / name)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     precisions: tuple[str, ...]

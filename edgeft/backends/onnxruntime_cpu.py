@@ -6,11 +6,11 @@ it with optimizations disabled. ``engine.json`` records how to open it and where
 """
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edgeft.backends.base import copy_sidecars
 from edgeft.errors import BackendUnavailable
 from edgeft.fileio import write_json_atomic
 from edgeft.runtime.session import ENGINE_JSON, OrtSession
@@ -19,7 +19,6 @@ INT8_OPS = {"MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul", "DynamicQu
             "QLinearConv", "ConvInteger", "QGemm", "QAttention"}
 FLOAT_COMPUTE_OPS = {"MatMul", "Gemm", "Conv", "FusedMatMul", "FusedGemm", "FusedConv"}
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
 
 
 class OnnxRuntimeCPU:
@@ -50,9 +49,7 @@ class OnnxRuntimeCPU:
             onnx_path.unlink()
             onnx_path = Path(rewrites.pop("source"))
             rewrites["bias_folded_into_int8_matmul"] = _fold_bias(out_dir / "model.onnx")
-        for name in SIDECAR_FILES:
-            if (onnx_path.parent / name).is_file():
-                shutil.copy2(onnx_path.parent / name, out_dir / name)
+        copy_sidecars(onnx_path.parent, out_dir)
         meta = {"backend": self.name, "target": target.name, "precision": precision, "qdq_rewrites": rewrites,
                 "file": "model.onnx", "threads": target.device.threads, "optimization_level": level,
                 "onnxruntime_version": ort.__version__, "where_it_ran": where_it_ran(out_dir / "model.onnx")}

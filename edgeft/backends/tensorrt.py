@@ -18,11 +18,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edgeft.backends.base import copy_sidecars
 from edgeft.errors import BackendUnavailable, TargetError
 from edgeft.fileio import write_json_atomic
 from edgeft.runtime.session import ENGINE_JSON
 
-SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
 KIT_README = """Deferred TensorRT build kit for target {target} ({precision}).
 
 TensorRT was not importable where this kit was made, so NO ENGINE WAS BUILT THERE.
@@ -69,9 +69,7 @@ class TensorRT:
                               + "\n  - ".join(lint["problems"][:20]),
                               fix="export signed symmetric INT8 Q/DQ (ModelOpt's default) for TensorRT targets")
         shutil.copy2(onnx_path, out_dir / "model.onnx")
-        for name in SIDECAR_FILES:
-            if (onnx_path.parent / name).is_file():
-                shutil.copy2(onnx_path.parent / name, out_dir / name)
+        copy_sidecars(onnx_path.parent, out_dir)
         settings = {"target": target.name, "precision": precision, "workspace_mb": 2048,
                     "input_shapes": {k: v.model_dump() for k, v in target.input_shapes.items()}}
         write_json_atomic(out_dir / "settings.json", settings)
