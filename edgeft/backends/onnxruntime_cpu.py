@@ -85,12 +85,22 @@ def _fold_bias(engine_file: Path) -> int:
 
 
 def where_it_ran(path: Path) -> dict[str, Any]:
-    """Count compute nodes in int8 kernels vs float; a silent float fallback shows up here."""
+    """Count compute nodes in int8 kernels vs float; a silent float fallback shows up here.
+
+    ``int8_share`` is over the layers that carry weights (MatMul/Gemm/Conv with a constant input): those
+    are what quantization can move to int8. Activation x activation products (attention's QK^T and AV)
+    are counted apart as ``float_activation_matmuls``.
+    """
     import onnx
 
-    ops = Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    ops = Counter(n.op_type for n in graph.node)
     int8 = sum(v for k, v in ops.items() if k in INT8_OPS)
-    flt = sum(v for k, v in ops.items() if k in FLOAT_COMPUTE_OPS)
-    return {"int8_compute_nodes": int8, "float_compute_nodes": flt,
-            "int8_share": round(int8 / (int8 + flt), 4) if int8 + flt else 0.0,
+    float_nodes = [n for n in graph.node if n.op_type in FLOAT_COMPUTE_OPS]
+    float_weight = [n for n in float_nodes if any(i in weights for i in n.input)]
+    return {"int8_compute_nodes": int8, "float_compute_nodes": len(float_weight),
+            "float_weight_layers": [n.name for n in float_weight],
+            "float_activation_matmuls": len(float_nodes) - len(float_weight),
+            "int8_share": round(int8 / (int8 + len(float_weight)), 4) if int8 + len(float_weight) else 0.0,
             "op_counts": dict(ops.most_common())}

@@ -67,6 +67,9 @@ def _gates(spec: TargetSpec, row: dict) -> list[dict]:
         out.append({"name": "accuracy_drop", "value": 0.0 - row["accuracy_delta"], "op": "<=", "threshold": g.accuracy.max_drop})
     if g.agreement:
         out.append({"name": "top1_agreement", "value": row["top1_agreement"], "op": ">=", "threshold": g.agreement.min_top1})
+    if g.int8_share and row["precision"] == "int8":
+        out.append({"name": "int8_share", "value": row["where_it_ran"].get("int8_share"), "op": ">=",
+                    "threshold": g.int8_share.min})
     if g.latency and g.latency.p50_ms is not None:
         p50 = row["latency_ms"]["p50_ms"] if row["latency_ms"] else None
         out.append({"name": "p50_ms", "value": p50, "op": "<=", "threshold": g.latency.p50_ms})

@@ -67,6 +67,9 @@ def test_run_int8_engine_runs_matmuls_in_int8_kernels(tiny_run):
     # 2 layers x (q, k, v, attention out, ffn in, ffn out) Linear layers
     assert wr["op_counts"].get("MatMulIntegerToFloat", 0) == 12
     assert meta["qdq_rewrites"]["activations_to_uint8"] > 0
+    assert wr["float_activation_matmuls"] == 4            # QK^T and AV in each of the 2 layers
+    assert len(wr["float_weight_layers"]) == 2            # pooler and classifier Gemm stay float in ORT
+    assert wr["int8_share"] == round(12 / 14, 4)
     ref = json.loads((tiny_run["out"] / "compile/test-int8/fp32-reference/engine.json").read_text())
     assert ref["where_it_ran"]["int8_compute_nodes"] == 0
 
@@ -134,13 +137,15 @@ def test_verify_alone_with_impossible_latency_gate_exits_3(tiny_run, tmp_path):
     strict.write_text(tiny_run["target"].read_text().replace("name: test-int8", "name: strict")
                       + "onnxruntime: {graph_optimization_level: extended}\n")
     strict.write_text(strict.read_text().replace("agreement: {min_top1: 0.0}}",
-                                                 "agreement: {min_top1: 0.0}, latency: {p50_ms: 0.000001}}"))
+                                                 "agreement: {min_top1: 0.0}, latency: {p50_ms: 0.000001}, "
+                                                 "int8_share: {min: 0.9}}"))
     r = invoke("compile", run_dir, "--target", strict)
     assert r.exit_code == 0, r.output
     assert "finetune" not in r.output, "compile alone must not redo earlier stages"
     r = invoke("verify", run_dir, "--target", strict)
     assert r.exit_code == 3
     assert "p50_ms" in r.output and "gate(s) failed" in r.output
+    assert "int8_share = 0.8571 (needs >= 0.9)" in r.output
     report = json.loads((run_dir / "report.json").read_text())
     assert report["passed"] is False
 
