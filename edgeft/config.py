@@ -5,8 +5,9 @@ field, the value and the fix.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -52,7 +53,7 @@ class RunConfig(Strict):
     targets: list[str] = Field(default_factory=lambda: ["x86-avx512-int8"], min_length=1)
     calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
     seed: int = 0
-    out: Path = Path("runs/default")
+    out: Path | None = Field(None, description="run directory; default runs/<model>-<data>")
     train: TrainConfig = Field(default_factory=TrainConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
 
@@ -69,7 +70,18 @@ class RunConfig(Strict):
     def _builtin_columns(self) -> "RunConfig":
         if self.data == BUILTIN_DATA and self.eval_data is not None:
             raise ValueError("--eval-data needs --data: the built-in dataset has its own fixed test split")
+        if self.out is None:
+            self.out = default_out(self.model, self.data)
         return self
+
+
+def default_out(model: str, data: str) -> Path:
+    """``runs/<model>-<data>``: re-running the same inputs lands in the same folder and resumes."""
+    def stem(v: str) -> str:
+        name = v.split(":", 1)[1] if v.startswith("builtin:") else Path(v).stem or Path(v).name
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+    return Path("runs") / f"{stem(model)}-{stem(data)}"
 
 
 def format_validation_error(err: ValidationError, what: str) -> str:

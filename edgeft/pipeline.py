@@ -14,7 +14,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +35,15 @@ class RunContext:
     config: RunConfig
     manifest: Manifest
     log: Callable[[str], None] = log
+    _splits: Any = field(default=None, repr=False)
+
+    def splits(self):
+        """The cleaned train/validation/test splits, read once per run (fingerprint and finetune share them)."""
+        if self._splits is None:
+            from edgeft.data.loading import load_splits
+
+            self._splits = load_splits(self.config)
+        return self._splits
 
     @classmethod
     def open(cls, config: RunConfig) -> "RunContext":

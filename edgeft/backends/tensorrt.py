@@ -12,7 +12,6 @@ per-channel weight scales on the right axis. Then:
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path

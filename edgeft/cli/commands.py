@@ -1,15 +1,13 @@
 """The commands. Every run-like command builds the same RunConfig (see ``--print-config``)."""
 from __future__ import annotations
 
-import functools
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeft import __version__
-from edgeft.config import BUILTIN_DATA, BUILTIN_MODEL, RunConfig, build_config
+from edgeft.config import BUILTIN_MODEL, RunConfig, build_config
 from edgeft.errors import EdgeftError
 
 EXIT_HELP = "Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate failed."
@@ -54,15 +52,6 @@ def overrides(kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def default_out(cfg_values: dict[str, Any]) -> Path:
-    def stem(v: str | None, default: str) -> str:
-        v = v or default
-        name = v.split(":", 1)[1] if v.startswith("builtin:") else Path(v).stem or Path(v).name
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-
-    return Path("runs") / f"{stem(cfg_values.get('model'), BUILTIN_MODEL)}-{stem(cfg_values.get('data'), BUILTIN_DATA)}"
-
-
 def _maybe_print(cfg: RunConfig, print_config: bool) -> bool:
     if print_config:
         click.echo(cfg.model_dump_json(indent=2))
@@ -103,7 +92,8 @@ def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
     from edgeft.pipeline import RunContext, run_pipeline
 
     values = overrides(kw)
-    values["out"] = out or default_out(values)
+    if out is not None:
+        values["out"] = out
     cfg = build_config(values)
     if _maybe_print(cfg, print_config):
         return

@@ -14,14 +14,13 @@ Raises:
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from edgeft.calibration import batches, fingerprint as calib_fingerprint, load_calibration
-from edgeft.data.loading import SplitData, load_splits, save_splits
+from edgeft.data.loading import SplitData, save_splits
 from edgeft.fileio import write_json_atomic
 from edgeft.manifest import Artifact
 
@@ -30,7 +29,7 @@ NAME = "finetune"
 
 def fingerprint(ctx) -> str:
     cfg = ctx.config
-    data = load_splits(cfg)
+    data = ctx.splits()
     part = {"model": cfg.model, "data_fingerprint": data.fingerprint(), "seed": cfg.seed,
             "train": cfg.train.model_dump(), "calibration": load_calibration(cfg.calibration).model_dump()}
     if cfg.model.startswith("builtin:") or not Path(cfg.model).is_dir():
@@ -80,7 +79,7 @@ def run(ctx, work: Path) -> list[Artifact]:
     from edgeft.models.hf_text import Encoded, load_tokenizer, resolve_model_path
 
     cfg = ctx.config
-    data = load_splits(cfg)
+    data = ctx.splits()
     _log_data(ctx, data)
     save_splits(data, work / "data")
     set_seed(cfg.seed)
