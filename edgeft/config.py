@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -33,6 +33,19 @@ class TrainConfig(Strict):
     qat_epochs: float = Field(1, ge=0, description="epochs of QAT after calibration; 0 = PTQ only")
     qat_lr_scale: float = Field(0.1, gt=0, le=1, description="QAT learning rate = lr * this")
     max_steps: int = Field(-1, description="cap on optimizer steps per phase (-1 = no cap); for smoke runs")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="autocast on CUDA; auto = bf16 where supported")
+    dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    imbalance: Literal["auto", "none", "weights", "oversample"] = Field(
+        "auto", description="class-weighted loss or oversampling; auto = weights when classes differ > 3x")
+    best_metric: Literal["accuracy", "macro_f1", "loss"] = Field("accuracy", description="picks the kept epoch")
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    gradual_unfreeze: bool = Field(False, description="head first, then one more block per epoch")
+    report_to: Literal["none", "tensorboard"] = "none"
 
 
 class SplitConfig(Strict):
@@ -55,6 +68,8 @@ class RunConfig(Strict):
     seed: int = 0
     out: Path | None = Field(None, description="run directory; default runs/<model>-<data>")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    search: dict[str, list[float]] | None = Field(None, description="grid over lr, batch_size, epochs, weight_decay")
+    search_trials: int | None = Field(None, ge=1, description="random points of the grid to train (default: all)")
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     @field_validator("model", "data", "eval_data")
@@ -65,6 +80,18 @@ class RunConfig(Strict):
         if not Path(v).exists():
             raise ValueError(f"path does not exist: {v!r}; pass an existing path for --{info.field_name.replace('_', '-')}")
         return str(Path(v).resolve())
+
+    @field_validator("search")
+    @classmethod
+    def _search_keys(cls, v: dict | None) -> dict | None:
+        from edgeft.search import SEARCHABLE
+
+        bad = sorted(set(v or {}) - set(SEARCHABLE))
+        if bad:
+            raise ValueError(f"cannot search over {bad}; searchable: {sorted(SEARCHABLE)}")
+        if v and any(not values for values in v.values()):
+            raise ValueError("every searched parameter needs at least one value")
+        return v
 
     @model_validator(mode="after")
     def _builtin_columns(self) -> "RunConfig":

@@ -28,6 +28,31 @@ def config_options(f):
         click.option("--lr", type=float, help="Learning rate [default: 1e-4]."),
         click.option("--max-length", type=int, help="Max tokens per input [default: 128]."),
         click.option("--max-steps", type=int, help="Cap optimizer steps per phase (smoke runs)."),
+        click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), help="Optimizer [default: adamw]."),
+        click.option("--scheduler", type=click.Choice(["linear", "cosine", "constant_with_warmup"]),
+                     help="Learning-rate schedule after warmup [default: linear]."),
+        click.option("--warmup-ratio", type=float, help="Share of steps spent warming up [default: 0.1]."),
+        click.option("--weight-decay", type=float, help="Weight decay [default: 0.01]."),
+        click.option("--dropout", type=float, help="Override the model's dropout probabilities."),
+        click.option("--max-grad-norm", type=float, help="Gradient clipping norm [default: 1.0]."),
+        click.option("--grad-accum", type=int, help="Gradient accumulation steps [default: 1]."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="Autocast on CUDA (CPU always trains in fp32) [default: auto]."),
+        click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing [default: 0]."),
+        click.option("--imbalance", type=click.Choice(["auto", "none", "weights", "oversample"]),
+                     help="Class-weighted loss or oversampling; auto = weights when classes differ > 3x [default: auto]."),
+        click.option("--best-metric", type=click.Choice(["accuracy", "macro_f1", "loss"]),
+                     help="Validation metric that picks the kept epoch and drives early stopping [default: accuracy]."),
+        click.option("--early-stopping", "early_stopping_patience", type=int,
+                     help="Stop after this many epochs without improvement (patience)."),
+        click.option("--gradual-unfreeze/--no-gradual-unfreeze", default=None,
+                     help="Train the head first, then one more block per epoch."),
+        click.option("--search", "search", multiple=True,
+                     help="Hyper-parameter grid, repeatable: --search lr=1e-5,5e-5 --search batch_size=16,32 "
+                          "(lr, batch_size, epochs, weight_decay); the best by validation goes on."),
+        click.option("--search-trials", type=int, help="Train this many random points of the --search grid."),
+        click.option("--report-to", type=click.Choice(["none", "tensorboard"]),
+                     help="Log training curves to TensorBoard (finetune/tensorboard/) [default: none]."),
         click.option("--calibration", help="Calibration set: name in calibration/ or a YAML path [default: default]."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit."),
@@ -37,7 +62,10 @@ def config_options(f):
     return f
 
 
-TRAIN_KEYS = {"epochs", "qat_epochs", "batch_size", "lr", "max_length", "max_steps"}
+TRAIN_KEYS = {"epochs", "qat_epochs", "batch_size", "lr", "max_length", "max_steps", "optimizer", "scheduler",
+              "warmup_ratio", "weight_decay", "dropout", "max_grad_norm", "grad_accum", "precision",
+              "label_smoothing", "imbalance", "best_metric", "early_stopping_patience", "gradual_unfreeze",
+              "report_to"}
 
 
 def overrides(kw: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +75,13 @@ def overrides(kw: dict[str, Any]) -> dict[str, Any]:
             continue
         if key in TRAIN_KEYS:
             out.setdefault("train", {})[key] = value
+        elif key == "search":
+            from edgeft.search import parse
+
+            try:
+                out["search"] = parse(list(value))
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--search") from None
         else:
             out[key] = list(value) if key == "targets" else value
     return out

@@ -38,13 +38,24 @@ def load_tokenizer(path: Path):
                           fix="save the tokenizer next to the model (tokenizer.save_pretrained(folder))") from None
 
 
-def load_classifier(path: Path, labels: Sequence[str]):
-    """Load the encoder with a classification head for ``labels`` (a new head if sizes differ)."""
-    from transformers import AutoModelForSequenceClassification
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
+                "attention_dropout", "hidden_dropout")
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True)
+
+def load_classifier(path: Path, labels: Sequence[str], dropout: float | None = None):
+    """Load the encoder with a classification head for ``labels`` (a new head if sizes differ).
+
+    ``dropout`` overrides every dropout probability the model's config declares.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                        label2id={name: i for i, name in enumerate(labels)})
+    if dropout is not None:
+        for key in DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, dropout)
+    return AutoModelForSequenceClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
 
 
 class Encoded:

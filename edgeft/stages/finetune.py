@@ -40,33 +40,6 @@ def fingerprint(ctx) -> str:
     return ctx.fingerprint(NAME, part, [])
 
 
-def _training_args(cfg, out: Path, *, epochs: float, lr: float, eval_each_epoch: bool):
-    import torch
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(out), num_train_epochs=epochs, learning_rate=lr, max_steps=cfg.train.max_steps,
-        per_device_train_batch_size=cfg.train.batch_size, per_device_eval_batch_size=64,
-        weight_decay=cfg.train.weight_decay, warmup_ratio=cfg.train.warmup_ratio, seed=cfg.seed,
-        eval_strategy="epoch" if eval_each_epoch else "no",
-        save_strategy="epoch" if eval_each_epoch else "no", save_total_limit=1,
-        load_best_model_at_end=eval_each_epoch, metric_for_best_model="accuracy",
-        logging_strategy="epoch", report_to=[], use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, save_safetensors=True, disable_tqdm=False)
-
-
-def _accuracy(eval_pred) -> dict:
-    logits, labels = eval_pred
-    return {"accuracy": float((np.argmax(logits, -1) == labels).mean())}
-
-
-def _trainer(model, tokenizer, args, train_ds, eval_ds):
-    from transformers import DataCollatorWithPadding, Trainer
-
-    return Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                   data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy)
-
-
 def _evaluate(trainer, ds) -> tuple[float, np.ndarray]:
     out = trainer.predict(ds)
     return float((out.predictions.argmax(-1) == out.label_ids).mean()), out.predictions
@@ -79,6 +52,7 @@ def run(ctx, work: Path) -> list[Artifact]:
     from edgeft.models.hf_text import Encoded, load_tokenizer, resolve_model_path
 
     cfg = ctx.config
+    _check_reporting(cfg.train.report_to)
     data = ctx.splits()
     _log_data(ctx, data)
     save_splits(data, work / "data")
@@ -109,23 +83,62 @@ def run(ctx, work: Path) -> list[Artifact]:
     ]
 
 
-def _baseline(ctx, model_path: Path, tok, data: SplitData, ds: dict, work: Path):
-    """Fine-tune in FP32 (best validation epoch kept); save it and its test logits."""
+def _trainer(model, tok, train_cfg, seed: int, data: SplitData, ds: dict, out: Path, *, epochs: float,
+             lr: float, evaluate: bool):
+    from transformers import DataCollatorWithPadding
+
+    from edgeft.training import make_trainer, training_args
+
+    args = training_args(train_cfg, seed, out, epochs=epochs, lr=lr, evaluate=evaluate)
+    return make_trainer(model, args, ds["train"], ds["validation"], DataCollatorWithPadding(tok), train_cfg,
+                        data.label_ids("train"), len(data.labels))
+
+
+def _train_fp32(ctx, train_cfg, model_path: Path, tok, data: SplitData, ds: dict, ckpt: Path):
+    """One FP32 fine-tuning run; returns the trainer (best epoch loaded) and its summary."""
     from edgeft.models.hf_text import load_classifier
 
-    cfg = ctx.config
-    args = _training_args(cfg, work / ".ckpt", epochs=cfg.train.epochs, lr=cfg.train.lr, eval_each_epoch=True)
-    trainer = _trainer(load_classifier(model_path, data.labels), tok, args, ds["train"], ds["validation"])
+    model = load_classifier(model_path, data.labels, dropout=train_cfg.dropout)
+    trainer = _trainer(model, tok, train_cfg, ctx.config.seed, data, ds, ckpt, epochs=train_cfg.epochs,
+                       lr=train_cfg.lr, evaluate=True)
+    ctx.log(f"finetune: imbalance handling: {trainer.imbalance_mode}")
     trainer.train()
-    shutil.rmtree(work / ".ckpt", ignore_errors=True)
-    history = [h for h in trainer.state.log_history if "eval_accuracy" in h]
+    shutil.rmtree(ckpt, ignore_errors=True)
+    history = [{k: v for k, v in h.items() if k.startswith("eval_") or k in ("epoch", "step")}
+               for h in trainer.state.log_history if "eval_accuracy" in h]
     val, _ = _evaluate(trainer, ds["validation"])
-    test, logits = _evaluate(trainer, ds["test"])
-    ctx.log(f"finetune: FP32 baseline accuracy validation {val:.4f}, test {test:.4f}")
-    trainer.model.save_pretrained(work / "baseline")
+    unfreeze = next((c.log for c in trainer.callback_handler.callbacks if hasattr(c, "blocks")), None)
+    return trainer, {"validation_accuracy": val, "epochs": history, "best_epoch_metric": trainer.state.best_metric,
+                     "imbalance": trainer.imbalance_mode, "stopped_at_epoch": trainer.state.epoch,
+                     "unfreeze_schedule": unfreeze}
+
+
+def _baseline(ctx, model_path: Path, tok, data: SplitData, ds: dict, work: Path):
+    """Fine-tune in FP32 (best validation epoch kept; best search trial kept); save it and its test logits."""
+    from edgeft.search import better, trials
+
+    cfg = ctx.config
+    best, best_summary, records = None, None, []
+    plan = trials(cfg.train, cfg.search, cfg.search_trials, cfg.seed)
+    for i, overrides in enumerate(plan):
+        train_cfg = cfg.train.model_copy(update=overrides)
+        if len(plan) > 1:
+            ctx.log(f"finetune: search trial {i + 1}/{len(plan)}: {overrides}")
+        trainer, summary = _train_fp32(ctx, train_cfg, model_path, tok, data, ds, work / ".ckpt")
+        score = summary["best_epoch_metric"] if summary["best_epoch_metric"] is not None else summary["validation_accuracy"]
+        records.append({"trial": i + 1, "params": overrides, "validation_" + cfg.train.best_metric: score,
+                        "validation_accuracy": summary["validation_accuracy"]})
+        if best is None or better(score, records[best_summary["trial"] - 1]["validation_" + cfg.train.best_metric],
+                                  cfg.train.best_metric):
+            best, best_summary = trainer, {**summary, "trial": i + 1, "params": overrides}
+    if len(plan) > 1:
+        ctx.log(f"finetune: best trial {best_summary['trial']}: {best_summary['params']}")
+    test, logits = _evaluate(best, ds["test"])
+    ctx.log(f"finetune: FP32 baseline accuracy validation {best_summary['validation_accuracy']:.4f}, test {test:.4f}")
+    best.model.save_pretrained(work / "baseline")
     tok.save_pretrained(work / "baseline")
     np.save(work / "baseline_test_logits.npy", logits.astype(np.float32))
-    return trainer.model, {"validation_accuracy": val, "test_accuracy": test, "epochs": history}
+    return best.model, {**best_summary, "test_accuracy": test, "search": records if len(plan) > 1 else None}
 
 
 def _quantization_aware(ctx, model, tok, data: SplitData, ds: dict, work: Path):
@@ -143,9 +156,9 @@ def _quantization_aware(ctx, model, tok, data: SplitData, ds: dict, work: Path):
     ctx.log(f"finetune: INT8 calibration on {min(calib.num_samples, len(texts))} {calib.split} samples")
     qmodel = modelopt_int8.quantize(model, calib_batches)
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
-    args = _training_args(cfg, work / ".ckpt", epochs=epochs,
-                          lr=cfg.train.lr * cfg.train.qat_lr_scale, eval_each_epoch=False)
-    trainer = _trainer(qmodel, tok, args, ds["train"], ds["validation"])
+    qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
+    trainer = _trainer(qmodel, tok, qat_cfg, cfg.seed, data, ds, work / ".ckpt", epochs=epochs,
+                       lr=cfg.train.lr * cfg.train.qat_lr_scale, evaluate=False)
     if cfg.train.qat_epochs > 0:
         ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")
         trainer.train()
@@ -157,6 +170,17 @@ def _quantization_aware(ctx, model, tok, data: SplitData, ds: dict, work: Path):
     qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "validation_accuracy": val, "test_accuracy": test,
            "quantizers": modelopt_int8.count_quantizers(trainer.model)}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
+
+
+def _check_reporting(report_to: str) -> None:
+    if report_to == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            from edgeft.errors import ConfigError
+
+            raise ConfigError("--report-to tensorboard needs the tensorboard package",
+                              fix="pip install 'edgeft[tensorboard]'")
 
 
 def _log_data(ctx, data: SplitData) -> None:

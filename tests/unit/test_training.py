@@ -1,0 +1,102 @@
+"""Trainer configuration: metrics, imbalance handling, loss, optimizer, blocks. Tiny model, no full runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeft.config import TrainConfig
+from edgeft.training import class_weights, imbalance_mode, metrics
+
+
+def test_metrics_accuracy_and_macro_f1():
+    logits = np.eye(3)[[0, 0, 1, 2, 2, 2]]
+    labels = np.array([0, 1, 1, 2, 2, 0])
+    m = metrics((logits, labels))
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # per class F1: c0 = 2*1/(2+2)=0.5, c1 = 2*1/(1+2)=0.667, c2 = 2*2/(3+2)=0.8
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0.8) / 3)
+
+
+def test_imbalance_auto_switches_to_weights_only_when_classes_differ_a_lot():
+    cfg = TrainConfig()
+    assert imbalance_mode(cfg, [0] * 30 + [1] * 20) == "none"
+    assert imbalance_mode(cfg, [0] * 40 + [1] * 10) == "weights"
+    assert imbalance_mode(cfg.model_copy(update={"imbalance": "oversample"}), [0] * 40 + [1] * 10) == "oversample"
+    assert imbalance_mode(cfg.model_copy(update={"imbalance": "none"}), [0] * 40 + [1] * 10) == "none"
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one_per_example():
+    w = class_weights([0] * 30 + [1] * 10, 2)
+    assert w == pytest.approx([40 / 60, 40 / 20])
+    assert (30 * w[0] + 10 * w[1]) / 40 == pytest.approx(1.0)
+
+
+@pytest.fixture
+def tiny_trainer_parts(tiny_model_dir, tmp_path):
+    from transformers import DataCollatorWithPadding
+
+    from edgeft.models.hf_text import Encoded, load_classifier, load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    texts = ["turn on the lights", "play jazz", "lights off", "stop music"] * 5
+    labels = [0, 1, 0, 1] * 5
+    ds = Encoded(tok, texts, labels, 16)
+    model = load_classifier(tiny_model_dir, ["a", "b"], dropout=0.0)
+    return {"tok": tok, "ds": ds, "labels": labels, "model": model, "collator": DataCollatorWithPadding(tok),
+            "out": tmp_path / "ckpt"}
+
+
+def _make(parts, **train):
+    from edgeft.training import make_trainer, training_args
+
+    cfg = TrainConfig(**train)
+    args = training_args(cfg, 0, parts["out"], epochs=1, lr=1e-3, evaluate=False)
+    return make_trainer(parts["model"], args, parts["ds"], parts["ds"], parts["collator"], cfg, parts["labels"], 2)
+
+
+def test_loss_applies_label_smoothing_and_class_weights(tiny_trainer_parts):
+    import torch
+    import torch.nn.functional as F
+
+    model = tiny_trainer_parts["model"].eval()
+    with torch.no_grad():                     # a random head gives ~uniform logits; make them decisive
+        model.classifier.weight.normal_(0, 5.0)
+    batch = tiny_trainer_parts["collator"]([tiny_trainer_parts["ds"][i] for i in range(4)])
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        plain = _make(tiny_trainer_parts, imbalance="none").compute_loss(model, dict(batch))
+        smooth = _make(tiny_trainer_parts, imbalance="none", label_smoothing=0.2).compute_loss(model, dict(batch))
+        parts = dict(tiny_trainer_parts, labels=[0] * 15 + [1] * 5)
+        weighted = _make(parts, imbalance="weights").compute_loss(model, dict(batch))
+    y = batch["labels"]
+    assert float(plain) == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+    assert float(smooth) == pytest.approx(float(F.cross_entropy(logits, y, label_smoothing=0.2)), rel=1e-5)
+    w = torch.tensor(class_weights([0] * 15 + [1] * 5, 2))
+    assert float(weighted) == pytest.approx(float(F.cross_entropy(logits, y, weight=w)), rel=1e-5)
+    assert abs(float(plain) - float(smooth)) > 1e-3 and abs(float(plain) - float(weighted)) > 1e-4
+
+
+def test_sgd_optimizer_and_cosine_schedule_are_used(tiny_trainer_parts):
+    import torch
+
+    t = _make(tiny_trainer_parts, optimizer="sgd", scheduler="cosine")
+    t.create_optimizer_and_scheduler(num_training_steps=10)
+    assert isinstance(t.optimizer, torch.optim.SGD)
+    assert type(t.lr_scheduler).__name__ == "LambdaLR" and t.args.lr_scheduler_type == "cosine"
+
+
+def test_oversampling_draws_rare_class_as_often_as_common(tiny_trainer_parts):
+    parts = dict(tiny_trainer_parts)
+    parts["labels"] = [0] * 18 + [1] * 2
+    t = _make(parts, imbalance="oversample")
+    idx = list(iter(t._get_train_sampler()))
+    drawn = np.array(parts["labels"])[idx * 50 if len(idx) < 100 else idx]
+    assert t.imbalance_mode == "oversample"
+    assert 0.3 < drawn.mean() < 0.7, "rare class should be drawn about half of the time"
+
+
+def test_transformer_blocks_finds_the_encoder_layers(tiny_trainer_parts):
+    from edgeft.training import transformer_blocks
+
+    blocks = transformer_blocks(tiny_trainer_parts["model"])
+    assert len(blocks) == 2 and type(blocks[0]).__name__ == "BertLayer"
