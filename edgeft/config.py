@@ -48,6 +48,18 @@ class TrainConfig(Strict):
     report_to: Literal["none", "tensorboard"] = "none"
 
 
+class VisionConfig(Strict):
+    """Image pre-processing (the same at evaluation and on the device) and training augmentation."""
+
+    image_size: int = Field(224, ge=16, le=1024, description="square input side in pixels")
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406], min_length=3, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225], min_length=3, max_length=3)
+    augment: bool = Field(True, description="training only: random resized crop, horizontal flip, color jitter")
+    crop_scale: float = Field(0.7, gt=0, le=1, description="smallest area share kept by the random resized crop")
+    hflip: bool = Field(True, description="random horizontal flip (turn off for digits and text)")
+    color_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast/saturation jitter strength")
+
+
 class SplitConfig(Strict):
     """How splits are made when the data does not come with them."""
 
@@ -63,6 +75,12 @@ class RunConfig(Strict):
     eval_data: str | None = Field(None, description="separate test file; otherwise a stratified split")
     text_column: str = "text"
     label_column: str = "label"
+    weights: str | None = Field(None, description="torchvision: local .pth/.safetensors weights (else random init)")
+    image_column: str = Field("image", description="column of image paths (relative to the table) for image data")
+    modality: Literal["auto", "text", "image"] = Field("auto", description="auto: image for image folders or "
+                                                       "tables with the image column and no text column")
+    bad_images: Literal["stop", "skip"] = Field("stop", description="an image that cannot be decoded stops the run, or is skipped and counted")
+    vision: VisionConfig = Field(default_factory=lambda: VisionConfig())
     targets: list[str] = Field(default_factory=lambda: ["x86-avx512-int8"], min_length=1)
     calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
     seed: int = 0
@@ -75,7 +93,7 @@ class RunConfig(Strict):
     @field_validator("model", "data", "eval_data")
     @classmethod
     def _path_exists(cls, v: str | None, info: Any) -> str | None:
-        if v is None or v.startswith("builtin:"):
+        if v is None or v.split(":", 1)[0] in ("builtin", "torchvision", "hf", "hf-config"):
             return v
         if not Path(v).exists():
             raise ValueError(f"path does not exist: {v!r}; pass an existing path for --{info.field_name.replace('_', '-')}")

@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from edgeft.targets import TargetSpec
 
 
-SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
+SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
+                 "preprocessor.json")
 
 
 def copy_sidecars(src_dir: Path, out_dir: Path) -> None:

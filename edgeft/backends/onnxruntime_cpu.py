@@ -94,7 +94,9 @@ def where_it_ran(path: Path) -> dict[str, Any]:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
+    weights = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    # a weight left in Q/DQ form (the kernel did not take it in int8) is still a weight
+    weights |= {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
     ops = Counter(n.op_type for n in graph.node)
     int8 = sum(v for k, v in ops.items() if k in INT8_OPS)
     float_nodes = [n for n in graph.node if n.op_type in FLOAT_COMPUTE_OPS]

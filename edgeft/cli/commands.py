@@ -16,11 +16,23 @@ EXIT_HELP = "Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate fa
 def config_options(f):
     """Options that map onto RunConfig fields; only those given override the base config."""
     opts = [
-        click.option("--model", help=f"Local Hugging Face model folder [default: {BUILTIN_MODEL}]."),
-        click.option("--data", help="Labeled training data: CSV, TSV or JSONL [default: built-in smart-home intents]."),
+        click.option("--model", help="A local Hugging Face model folder (text or vision), torchvision:ARCH "
+                     "(resnet18, resnet50, mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0) or "
+                     f"hf-config:TYPE (resnet, mobilenet_v2, vit; random init) [default: {BUILTIN_MODEL}]."),
+        click.option("--data", help="Labeled data: CSV, TSV, JSONL, parquet, a datasets save_to_disk folder, hf:NAME, "
+                     "or an image folder (DIR/<class>/<image>) [default: built-in smart-home intents]."),
         click.option("--eval-data", help="Separate test file (same columns); otherwise a stratified split."),
         click.option("--text-column", help="Column holding the text [default: text]."),
         click.option("--label-column", help="Column holding the label, string or integer [default: label]."),
+        click.option("--weights", help="torchvision models: local .pth/.safetensors weights [default: random init]."),
+        click.option("--image-column", help="Column of image paths for image data in a table [default: image]."),
+        click.option("--modality", type=click.Choice(["auto", "text", "image"]),
+                     help="Data kind; auto = image for image folders or tables with an image column [default: auto]."),
+        click.option("--bad-images", type=click.Choice(["stop", "skip"]),
+                     help="An image that cannot be decoded stops the run or is skipped and counted [default: stop]."),
+        click.option("--image-size", type=int, help="Square model input side for images [default: 224]."),
+        click.option("--augment/--no-augment", default=None, help="Training-time image augmentation [default: on]."),
+        click.option("--hflip/--no-hflip", default=None, help="Random horizontal flip in augmentation [default: on]."),
         click.option("--target", "targets", multiple=True, help="Target name from targets/ or a YAML path; repeatable [default: x86-avx512-int8]."),
         click.option("--epochs", type=float, help="Epochs of FP32 fine-tuning [default: 8]."),
         click.option("--qat-epochs", type=float, help="Epochs of quantization-aware training; 0 = PTQ only [default: 1]."),
@@ -62,6 +74,7 @@ def config_options(f):
     return f
 
 
+VISION_KEYS = {"image_size", "augment", "hflip"}
 TRAIN_KEYS = {"epochs", "qat_epochs", "batch_size", "lr", "max_length", "max_steps", "optimizer", "scheduler",
               "warmup_ratio", "weight_decay", "dropout", "max_grad_norm", "grad_accum", "precision",
               "label_smoothing", "imbalance", "best_metric", "early_stopping_patience", "gradual_unfreeze",
@@ -75,6 +88,8 @@ def overrides(kw: dict[str, Any]) -> dict[str, Any]:
             continue
         if key in TRAIN_KEYS:
             out.setdefault("train", {})[key] = value
+        elif key in VISION_KEYS:
+            out.setdefault("vision", {})[key] = value
         elif key == "search":
             from edgeft.search import parse
 

@@ -1,4 +1,4 @@
-"""Read labeled text from CSV/TSV/JSONL, clean it, and split it (stratified, seeded).
+"""Turn a data source (see sources.py) into cleaned, stratified, seeded train/validation/test splits.
 
 Raises:
     DataError: missing file, unsupported format, missing columns (the existing ones are listed), no
@@ -6,7 +6,6 @@ Raises:
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import random
@@ -15,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeft.config import BUILTIN_DATA, RunConfig
+from edgeft.data.sources import IMAGEFOLDER, Source, read_source, read_table
 from edgeft.errors import DataError
 
-FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
 @dataclass(frozen=True)
 class Example:
+    """One labeled input: ``text`` is the text, or for image data the image file's absolute path."""
+
     text: str
     label: str
 
@@ -33,6 +34,7 @@ class SplitData:
     test: list[Example]
     labels: list[str]
     report: dict = field(default_factory=dict)
+    modality: str = "text"                    # "text" or "image"
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -46,49 +48,16 @@ class SplitData:
         return [index[ex.label] for ex in getattr(self, split)]
 
 
-def read_rows(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}", fix="check the path given to --data / --eval-data")
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise DataError(f"unsupported data format {suffix!r} for {path}",
-                        fix=f"use one of {sorted(FORMATS)} (or convert the file)")
-    try:
-        if FORMATS[suffix] is None:
-            return _read_jsonl(path)
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter=FORMATS[suffix]))
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"cannot read {path}: {err}", fix="save the file as UTF-8 with a header row") from None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{n}: not valid JSON ({err.msg})",
-                                fix="write one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
-
-
-def to_examples(rows: list[dict], path: Path, text_col: str, label_col: str) -> tuple[list[Example], Counter]:
-    """Keep rows with a non-empty text and label; count what was dropped and why."""
+def to_examples(rows: list[dict], path: Path | str, text_col: str, label_col: str,
+                input_flag: str = "--text-column") -> tuple[list[Example], Counter]:
+    """Keep rows with a non-empty input and label; count what was dropped and why."""
     if not rows:
         raise DataError(f"{path} holds no rows", fix="point --data at a file with a header and examples")
     columns = list(rows[0].keys())
     missing = [c for c in (text_col, label_col) if c not in columns]
     if missing:
         raise DataError(f"{path}: column(s) {missing} not found; columns present: {columns}",
-                        fix="pass --text-column and --label-column with names from that list")
+                        fix=f"pass {input_flag} and --label-column with names from that list")
     dropped: Counter = Counter()
     out = []
     for row in rows:
@@ -152,19 +121,23 @@ def load_splits(cfg: RunConfig) -> SplitData:
         parts = {}
         for name in ("train", "validation", "test"):
             p = SMARTHOME_DIR / f"{name}.csv"
-            parts[name], _ = to_examples(read_rows(p), p, "text", "intent")
+            parts[name], _ = to_examples(read_table(p), p, "text", "intent")
         train, val, test = parts["train"], parts["validation"], parts["test"]
         dropped: Counter = Counter()
+        modality = "text"
     else:
-        data_path = Path(cfg.data)
-        examples, dropped = to_examples(read_rows(data_path), data_path, cfg.text_column, cfg.label_column)
+        source = read_source(cfg.data)
+        modality = detect_modality(source, cfg)
+        examples, dropped = _examples(source, cfg, modality)
         before = _distribution(examples)
         examples, dup = dedupe(examples)
         dropped.update(dup)
-        _check_classes(examples, str(data_path))
-        if cfg.eval_data:
-            eval_path = Path(cfg.eval_data)
-            test, eval_dropped = to_examples(read_rows(eval_path), eval_path, cfg.text_column, cfg.label_column)
+        _check_classes(examples, source.where)
+        eval_source = read_source(cfg.eval_data) if cfg.eval_data else None
+        if eval_source is None and source.eval_rows:
+            eval_source = Source(source.eval_rows, source.where.replace("[train]", "[test]"), source.kind)
+        if eval_source is not None:
+            test, eval_dropped = _examples(eval_source, cfg, modality)
             test, eval_dup = dedupe(test)
             dropped.update({f"eval_{k}": v for k, v in (eval_dropped + eval_dup).items()})
             train, val = stratified_split(examples, cfg.split.validation_fraction, cfg.seed)
@@ -190,7 +163,32 @@ def load_splits(cfg: RunConfig) -> SplitData:
         "class_distribution": {name: dict(sorted(Counter(ex.label for ex in s).items()))
                                for name, s in (("train", train), ("validation", val), ("test", test))},
     }
-    return SplitData(train, val, test, labels, report)
+    if modality == "image":
+        from edgeft.data.images import check_images
+
+        train, val, test = (check_images(part, cfg.bad_images, dropped) for part in (train, val, test))
+        report["dropped"] = dict(dropped)
+    return SplitData(train, val, test, labels, report, modality)
+
+
+def detect_modality(source: Source, cfg: RunConfig) -> str:
+    if cfg.modality != "auto":
+        return cfg.modality
+    if source.kind == IMAGEFOLDER:
+        return "image"
+    columns = set(source.rows[0]) if source.rows else set()
+    return "image" if cfg.image_column in columns and cfg.text_column not in columns else "text"
+
+
+def _examples(source: Source, cfg: RunConfig, modality: str) -> tuple[list[Example], Counter]:
+    if modality == "text":
+        return to_examples(source.rows, source.where, cfg.text_column, cfg.label_column)
+    col, label = ("image", "label") if source.kind == IMAGEFOLDER else (cfg.image_column, cfg.label_column)
+    examples, dropped = to_examples(source.rows, source.where, col, label, "--image-column")
+    if source.kind == "table":                 # paths in a table are relative to the table's folder
+        base = Path(source.where).resolve().parent
+        examples = [Example(str((base / e.text).resolve()), e.label) for e in examples]
+    return examples, dropped
 
 
 def _distribution(examples: list[Example]) -> dict[str, int]:

@@ -73,3 +73,45 @@ class Encoded:
         if self.labels is not None:
             item["labels"] = self.labels[i]
         return item
+
+
+class TextFamily:
+    """Hugging Face text classifiers: tokenizer in, logits out; exported by optimum's own OnnxConfig."""
+
+    modality = "text"
+
+    def __init__(self, source: str, max_length: int):
+        self.source = source
+        self.max_length = max_length
+        self.path = resolve_model_path(source)
+        self.tokenizer = load_tokenizer(self.path)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def new_model(self, labels: Sequence[str], dropout: float | None = None, weights: str | None = None):
+        return load_classifier(self.path, labels, dropout=dropout)
+
+    def load_saved(self, folder: Path, labels: Sequence[str]):
+        return load_classifier(folder, labels)
+
+    def save(self, model, folder: Path) -> None:
+        model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+    def dataset(self, inputs: Sequence[str], label_ids: Sequence[int] | None, train: bool):
+        return Encoded(self.tokenizer, inputs, label_ids, self.max_length)
+
+    def collator(self):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer)
+
+    def feeds(self, inputs: Sequence[str], max_length: int | None = None) -> dict:
+        return self.tokenizer(list(inputs), truncation=True, max_length=max_length or self.max_length,
+                              padding=True, return_tensors="pt")
+
+    def export(self, model, out: Path, opset: int) -> None:
+        from optimum.exporters.onnx import onnx_export_from_model
+
+        onnx_export_from_model(model, str(out), task="text-classification", opset=opset, do_validation=False)

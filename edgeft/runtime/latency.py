@@ -1,7 +1,7 @@
 """Measure an engine's latency in this process and print JSON; verify starts one process per engine.
 
 Usage: python -m edgeft.runtime.latency ENGINE_DIR --shape input_ids=1x128 [--warmup N] [--iters N]
-Inputs are random token ids with a full attention mask, at exactly the given shape.
+Inputs are random token ids with a full attention mask, or random normalized pixels, at exactly the given shape.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def measure(engine_dir: str, shapes: dict[str, list[int]], warmup: int, iters: i
             feeds[name] = rng.integers(1000, 2000, size=shape, dtype=np.int64)
         elif name == "attention_mask":
             feeds[name] = np.ones(shape, dtype=np.int64)
+        elif name == "pixel_values":
+            feeds[name] = rng.standard_normal(size=shape, dtype=np.float32)
         else:
             feeds[name] = np.zeros(shape, dtype=np.int64)
     for _ in range(warmup):

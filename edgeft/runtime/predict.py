@@ -1,7 +1,8 @@
-"""Classify text with a compiled engine: numpy + onnxruntime + tokenizers only (what runs on the device).
+"""Classify with a compiled engine: numpy + onnxruntime (+ tokenizers for text, PIL for images) only.
 
 Usage: python -m edgeft.runtime.predict ENGINE_DIR "turn on the lights" ["another text" ...]
-Prints one JSON line per text: the label, its probability, and the top-3.
+       python -m edgeft.runtime.predict ENGINE_DIR photo1.png [photo2.png ...]       (image engines)
+Prints one JSON line per input: the label, its probability, and the top-3.
 """
 from __future__ import annotations
 
@@ -19,32 +20,32 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-class TextClassifier:
+class Classifier:
     def __init__(self, engine_dir: Path, max_length: int = 128):
+        from edgeft.runtime.inputs import preprocessor_for
         from edgeft.runtime.session import open_engine
-        from edgeft.runtime.text import TextPreprocessor
 
         self.session = open_engine(engine_dir)
-        self.pre = TextPreprocessor(engine_dir, max_length)
+        self.pre = preprocessor_for(engine_dir, max_length)
         self.labels = read_json(Path(engine_dir) / "labels.json")
 
-    def __call__(self, text: str) -> dict:
-        logits = self.session.run(self.pre([text], self.session.input_names))["logits"][0]
+    def __call__(self, item: str) -> dict:
+        logits = self.session.run(self.pre([item], self.session.input_names))["logits"][0]
         p = softmax(logits.astype(np.float64))
         top = np.argsort(-p)[:3]
-        return {"text": text, "label": self.labels[top[0]], "probability": round(float(p[top[0]]), 4),
+        return {"input": item, "label": self.labels[top[0]], "probability": round(float(p[top[0]]), 4),
                 "top3": [[self.labels[i], round(float(p[i]), 4)] for i in top]}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("engine_dir", type=Path)
-    ap.add_argument("texts", nargs="+")
+    ap.add_argument("inputs", nargs="+", help="texts, or image paths for an image engine")
     ap.add_argument("--max-length", type=int, default=128)
     a = ap.parse_args(argv)
-    clf = TextClassifier(a.engine_dir, a.max_length)
-    for t in a.texts:
-        print(json.dumps(clf(t), ensure_ascii=False))
+    clf = Classifier(a.engine_dir, a.max_length)
+    for x in a.inputs:
+        print(json.dumps(clf(x), ensure_ascii=False))
 
 
 if __name__ == "__main__":

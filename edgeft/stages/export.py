@@ -1,4 +1,5 @@
-"""Stage ``export``: the FP32 baseline and the INT8 QAT model to ONNX through optimum-onnx.
+"""Stage ``export``: the FP32 baseline and the INT8 QAT model to ONNX through optimum-onnx (Optimum's
+OnnxConfig for Hugging Face models, ``models.vision.TorchvisionOnnxConfig`` for torchvision ones).
 
 Reads: ``finetune/baseline/``, ``finetune/qat/modelopt_state.pth``, ``finetune/data/test.jsonl``.
 Writes (``export/``): ``fp32/model.onnx`` and ``int8/model.onnx`` (Q/DQ nodes from the ModelOpt
@@ -34,12 +35,6 @@ def fingerprint(ctx) -> str:
     return ctx.fingerprint(NAME, {"opset": OPSET}, upstream)
 
 
-def _export(model, out: Path) -> None:
-    from optimum.exporters.onnx import onnx_export_from_model
-
-    onnx_export_from_model(model, str(out), task="text-classification", opset=OPSET, do_validation=False)
-
-
 def parity(model, onnx_path: Path, feeds_pt: dict, *, atol: float | None, min_agreement: float | None) -> dict:
     """Compare PyTorch and ONNX Runtime on the same inputs; returns a per-output record."""
     import onnxruntime as ort
@@ -59,24 +54,24 @@ def parity(model, onnx_path: Path, feeds_pt: dict, *, atol: float | None, min_ag
 
 def run(ctx, work: Path) -> list[Artifact]:
     from edgeft.data.loading import read_split
-    from edgeft.models.hf_text import load_classifier, load_tokenizer
+    from edgeft.models import family_for
     from edgeft.quant import modelopt_int8
 
     base_dir = ctx.path("finetune/baseline")
     labels = read_json(ctx.path("finetune/data/labels.json"))
-    tok = load_tokenizer(base_dir)
+    modality = read_json(ctx.path("finetune/metrics.json")).get("modality", "text")
+    family = family_for(ctx.config, modality, saved=base_dir)
     test = read_split(ctx.path("finetune/data"), "test")[:PARITY_SAMPLES]
-    feeds = tok([e.text for e in test], truncation=True, max_length=ctx.config.train.max_length,
-                padding=True, return_tensors="pt")
+    feeds = family.feeds([e.text for e in test])
 
-    baseline = load_classifier(base_dir, labels).eval()
+    baseline = family.load_saved(base_dir, labels).eval()
     ctx.log("export: FP32 baseline -> ONNX (optimum-onnx)")
-    _export(baseline, work / "fp32")
+    family.export(baseline, work / "fp32", OPSET)
     results = {"fp32": parity(baseline, work / "fp32/model.onnx", feeds, atol=FP32_ATOL, min_agreement=None)}
 
-    qmodel = modelopt_int8.restore(load_classifier(base_dir, labels), ctx.path("finetune/qat/modelopt_state.pth")).eval()
+    qmodel = modelopt_int8.restore(family.load_saved(base_dir, labels), ctx.path("finetune/qat/modelopt_state.pth")).eval()
     ctx.log("export: INT8 QAT model -> ONNX with Q/DQ (optimum-onnx)")
-    _export(qmodel, work / "int8")
+    family.export(qmodel, work / "int8", OPSET)
     results["int8"] = parity(qmodel, work / "int8/model.onnx", feeds, atol=None, min_agreement=QDQ_MIN_AGREEMENT)
     qdq = _count_qdq(work / "int8/model.onnx")
     results["int8"]["qdq_nodes"] = qdq

@@ -30,9 +30,11 @@ NAME = "finetune"
 def fingerprint(ctx) -> str:
     cfg = ctx.config
     data = ctx.splits()
-    part = {"model": cfg.model, "data_fingerprint": data.fingerprint(), "seed": cfg.seed,
+    part = {"model": cfg.model, "weights": cfg.weights, "vision": cfg.vision.model_dump(),
+            "search": cfg.search, "search_trials": cfg.search_trials,
+            "data_fingerprint": data.fingerprint(), "seed": cfg.seed,
             "train": cfg.train.model_dump(), "calibration": load_calibration(cfg.calibration).model_dump()}
-    if cfg.model.startswith("builtin:") or not Path(cfg.model).is_dir():
+    if ":" in cfg.model or not Path(cfg.model).is_dir():
         part["model_files"] = cfg.model
     else:
         part["model_files"] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
@@ -49,7 +51,7 @@ def run(ctx, work: Path) -> list[Artifact]:
     import torch
     from transformers import set_seed
 
-    from edgeft.models.hf_text import Encoded, load_tokenizer, resolve_model_path
+    from edgeft.models import family_for
 
     cfg = ctx.config
     _check_reporting(cfg.train.report_to)
@@ -57,16 +59,16 @@ def run(ctx, work: Path) -> list[Artifact]:
     _log_data(ctx, data)
     save_splits(data, work / "data")
     set_seed(cfg.seed)
-    model_path = resolve_model_path(cfg.model)
-    tok = load_tokenizer(model_path)
+    family = family_for(cfg, data.modality)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ctx.log(f"finetune: {model_path} on {device}, {len(data.labels)} classes, "
+    ctx.log(f"finetune: {family.describe()} on {device}, {len(data.labels)} classes, "
             f"{len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test")
-    ds = {s: Encoded(tok, [e.text for e in getattr(data, s)], data.label_ids(s), cfg.train.max_length)
+    ds = {s: family.dataset([e.text for e in getattr(data, s)], data.label_ids(s), train=s == "train")
           for s in ("train", "validation", "test")}
-    model, baseline = _baseline(ctx, model_path, tok, data, ds, work)
-    qat, calibration = _quantization_aware(ctx, model, tok, data, ds, work)
-    metrics = {"device": device, "labels": data.labels, "data_fingerprint": data.fingerprint(),
+    model, baseline = _baseline(ctx, family, data, ds, work)
+    qat, calibration = _quantization_aware(ctx, model, family, data, ds, work)
+    metrics = {"device": device, "modality": data.modality, "model": cfg.model, "labels": data.labels,
+               "data_fingerprint": data.fingerprint(),
                "data_report": data.report, "baseline": baseline, "qat": qat, "calibration": calibration}
     write_json_atomic(work / "metrics.json", metrics)
     ctx.manifest.data["data"] = {"fingerprint": data.fingerprint(), "report": data.report,
@@ -83,23 +85,19 @@ def run(ctx, work: Path) -> list[Artifact]:
     ]
 
 
-def _trainer(model, tok, train_cfg, seed: int, data: SplitData, ds: dict, out: Path, *, epochs: float,
+def _trainer(model, family, train_cfg, seed: int, data: SplitData, ds: dict, out: Path, *, epochs: float,
              lr: float, evaluate: bool):
-    from transformers import DataCollatorWithPadding
-
     from edgeft.training import make_trainer, training_args
 
     args = training_args(train_cfg, seed, out, epochs=epochs, lr=lr, evaluate=evaluate)
-    return make_trainer(model, args, ds["train"], ds["validation"], DataCollatorWithPadding(tok), train_cfg,
+    return make_trainer(model, args, ds["train"], ds["validation"], family.collator(), train_cfg,
                         data.label_ids("train"), len(data.labels))
 
 
-def _train_fp32(ctx, train_cfg, model_path: Path, tok, data: SplitData, ds: dict, ckpt: Path):
+def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
     """One FP32 fine-tuning run; returns the trainer (best epoch loaded) and its summary."""
-    from edgeft.models.hf_text import load_classifier
-
-    model = load_classifier(model_path, data.labels, dropout=train_cfg.dropout)
-    trainer = _trainer(model, tok, train_cfg, ctx.config.seed, data, ds, ckpt, epochs=train_cfg.epochs,
+    model = family.new_model(data.labels, dropout=train_cfg.dropout, weights=ctx.config.weights)
+    trainer = _trainer(model, family, train_cfg, ctx.config.seed, data, ds, ckpt, epochs=train_cfg.epochs,
                        lr=train_cfg.lr, evaluate=True)
     ctx.log(f"finetune: imbalance handling: {trainer.imbalance_mode}")
     trainer.train()
@@ -113,7 +111,7 @@ def _train_fp32(ctx, train_cfg, model_path: Path, tok, data: SplitData, ds: dict
                      "unfreeze_schedule": unfreeze}
 
 
-def _baseline(ctx, model_path: Path, tok, data: SplitData, ds: dict, work: Path):
+def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
     """Fine-tune in FP32 (best validation epoch kept; best search trial kept); save it and its test logits."""
     from edgeft.search import better, trials
 
@@ -124,7 +122,7 @@ def _baseline(ctx, model_path: Path, tok, data: SplitData, ds: dict, work: Path)
         train_cfg = cfg.train.model_copy(update=overrides)
         if len(plan) > 1:
             ctx.log(f"finetune: search trial {i + 1}/{len(plan)}: {overrides}")
-        trainer, summary = _train_fp32(ctx, train_cfg, model_path, tok, data, ds, work / ".ckpt")
+        trainer, summary = _train_fp32(ctx, train_cfg, family, data, ds, work / ".ckpt")
         score = summary["best_epoch_metric"] if summary["best_epoch_metric"] is not None else summary["validation_accuracy"]
         records.append({"trial": i + 1, "params": overrides, "validation_" + cfg.train.best_metric: score,
                         "validation_accuracy": summary["validation_accuracy"]})
@@ -135,13 +133,12 @@ def _baseline(ctx, model_path: Path, tok, data: SplitData, ds: dict, work: Path)
         ctx.log(f"finetune: best trial {best_summary['trial']}: {best_summary['params']}")
     test, logits = _evaluate(best, ds["test"])
     ctx.log(f"finetune: FP32 baseline accuracy validation {best_summary['validation_accuracy']:.4f}, test {test:.4f}")
-    best.model.save_pretrained(work / "baseline")
-    tok.save_pretrained(work / "baseline")
+    family.save(best.model, work / "baseline")
     np.save(work / "baseline_test_logits.npy", logits.astype(np.float32))
     return best.model, {**best_summary, "test_accuracy": test, "search": records if len(plan) > 1 else None}
 
 
-def _quantization_aware(ctx, model, tok, data: SplitData, ds: dict, work: Path):
+def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Path):
     """Insert INT8 quantizers, calibrate on the calibration set, train briefly at a lower lr (QAT)."""
     from edgeft.quant import modelopt_int8
 
@@ -151,13 +148,13 @@ def _quantization_aware(ctx, model, tok, data: SplitData, ds: dict, work: Path):
 
     def calib_batches():
         for chunk in batches(texts, calib):
-            yield tok(chunk, truncation=True, max_length=calib.max_length, padding=True, return_tensors="pt")
+            yield family.feeds(chunk, calib.max_length)
 
     ctx.log(f"finetune: INT8 calibration on {min(calib.num_samples, len(texts))} {calib.split} samples")
     qmodel = modelopt_int8.quantize(model, calib_batches)
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
-    trainer = _trainer(qmodel, tok, qat_cfg, cfg.seed, data, ds, work / ".ckpt", epochs=epochs,
+    trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, work / ".ckpt", epochs=epochs,
                        lr=cfg.train.lr * cfg.train.qat_lr_scale, evaluate=False)
     if cfg.train.qat_epochs > 0:
         ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")

@@ -40,19 +40,32 @@ def fingerprint(ctx) -> str:
                                   "max_length": ctx.config.train.max_length}, upstream)
 
 
-def predict(engine_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
-    """Logits of each text, one at a time (batch 1), through the engine and its own tokenizer."""
+def predict(engine_dir: Path, inputs: list[str], max_length: int) -> np.ndarray:
+    """Logits of each input (text or image path), one at a time (batch 1), through the engine and the
+    pre-processing it carries (its tokenizer, or its preprocessor.json)."""
+    from edgeft.runtime.inputs import preprocessor_for
     from edgeft.runtime.session import open_engine
-    from edgeft.runtime.text import TextPreprocessor
 
     sess = open_engine(engine_dir)
-    pre = TextPreprocessor(engine_dir, max_length)
-    rows = [sess.run(pre([t], sess.input_names))["logits"][0] for t in texts]
+    pre = preprocessor_for(engine_dir, max_length)
+    rows = [sess.run(pre([x], sess.input_names))["logits"][0] for x in inputs]
     return np.stack(rows).astype(np.float32)
 
 
+def latency_shapes(engine_dir: Path, spec: TargetSpec) -> dict[str, list[int]]:
+    """The target's ``opt`` shapes; an image engine is timed at batch opt[0] and its own image size."""
+    from edgeft.runtime.inputs import modality_of
+
+    shapes = dict(spec.latency_shape)
+    if modality_of(engine_dir) == "image" and "pixel_values" not in shapes:
+        size = read_json(engine_dir / "preprocessor.json")["image_size"]
+        batch = next(iter(shapes.values()))[0] if shapes else 1
+        shapes = {"pixel_values": [batch, 3, size, size]}
+    return shapes
+
+
 def measure_latency(engine_dir: Path, spec: TargetSpec) -> dict:
-    shapes = [f"--shape={k}={'x'.join(map(str, v))}" for k, v in spec.latency_shape.items()]
+    shapes = [f"--shape={k}={'x'.join(map(str, v))}" for k, v in latency_shapes(engine_dir, spec).items()]
     cmd = [sys.executable, "-m", "edgeft.runtime.latency", str(engine_dir), *shapes, f"--iters={LATENCY_ITERS}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
@@ -109,7 +122,7 @@ def run(ctx, work: Path) -> list[Artifact]:
                          "path": f"compile/{spec.name}/{role}", "accuracy": float((pred == y).mean()),
                          "top1_agreement": float((pred == base_pred).mean()),
                          "size_bytes": (d / meta["file"]).stat().st_size, "where_it_ran": meta["where_it_ran"],
-                         "latency_shape": spec.latency_shape, "_spec": spec, "_dir": d})
+                         "latency_shape": latency_shapes(d, spec), "_spec": spec, "_dir": d})
         note = host_isa_note(spec)
         if note:
             notes.append(f"{spec.name}: {note}")

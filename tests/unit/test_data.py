@@ -6,7 +6,8 @@ import pytest
 from edgeft.config import build_config
 from edgeft.data.builtin import SMARTHOME_DIR
 from edgeft.data.builtin.make_smarthome import generate
-from edgeft.data.loading import load_splits, read_rows, stratified_split, to_examples
+from edgeft.data.loading import load_splits, stratified_split, to_examples
+from edgeft.data.sources import read_table
 from edgeft.errors import DataError
 from tests.conftest import write_csv
 
@@ -18,7 +19,7 @@ def _rows(n_per_class: int, classes=("a", "b", "c")):
 def test_builtin_dataset_matches_its_generator_and_size():
     splits = generate()
     for name, rows in splits.items():
-        shipped = read_rows(SMARTHOME_DIR / f"{name}.csv")
+        shipped = read_table(SMARTHOME_DIR / f"{name}.csv")
         assert [(r["text"], r["intent"]) for r in shipped] == list(rows), f"{name}.csv is stale: rerun make_smarthome"
     total = sum(len(r) for r in splits.values())
     intents = {label for rows in splits.values() for _, label in rows}

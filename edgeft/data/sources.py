@@ -1,0 +1,139 @@
+"""Read a data source into rows (dicts): files, Hugging Face datasets, image folders.
+
+Sources:
+    table.csv / .tsv / .jsonl / .parquet    one example per row, header = column names
+    folder saved with datasets' save_to_disk a Dataset, or a DatasetDict (its "train" split is the data;
+                                            its "test" split becomes the evaluation set when none is given)
+    hf:NAME[:CONFIG]                        a dataset on the Hugging Face hub (needs the hub; offline it
+                                            fails with the way around it)
+    folder/class_name/image.png             an ImageFolder tree: the folder names are the labels
+Image paths in a table are resolved relative to the table's folder.
+
+Raises:
+    DataError: the source is missing, unreadable, of an unknown format, or (hub) unreachable.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeft.errors import DataError
+
+TABLES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None, ".parquet": "parquet"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGEFOLDER = "imagefolder"
+
+
+@dataclass
+class Source:
+    rows: list[dict]
+    where: str
+    kind: str                              # "table", "hf", or IMAGEFOLDER
+    eval_rows: list[dict] | None = None    # a DatasetDict's test split
+
+
+def read_source(spec: str) -> Source:
+    if spec.startswith("hf:"):
+        return _from_hub(spec[3:])
+    path = Path(spec)
+    if path.is_dir():
+        if any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
+            return _from_disk(path)
+        return _image_folder(path)
+    return Source(read_table(path), str(path), "table")
+
+
+def read_table(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}", fix="check the path given to --data / --eval-data")
+    suffix = path.suffix.lower()
+    if suffix not in TABLES:
+        raise DataError(f"unsupported data format {suffix!r} for {path}",
+                        fix=f"use one of {sorted(TABLES)}, a save_to_disk folder or an image folder")
+    try:
+        if TABLES[suffix] == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        if TABLES[suffix] is None:
+            return _read_jsonl(path)
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f, delimiter=TABLES[suffix]))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"cannot read {path}: {err}", fix="save the file as UTF-8 with a header row") from None
+    except OSError as err:       # pyarrow raises ArrowInvalid (an OSError/ValueError) on a broken file
+        raise DataError(f"cannot read {path}: {err}", fix="check that the file is a complete parquet file") from None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{n}: not valid JSON ({err.msg})",
+                                fix="write one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _hf_rows(ds) -> list[dict]:
+    """Rows of a datasets.Dataset with ClassLabel columns turned into their names."""
+    from datasets import ClassLabel
+
+    rows = ds.to_list()
+    for col, feat in ds.features.items():
+        if isinstance(feat, ClassLabel):
+            for r in rows:
+                if r[col] is not None and r[col] >= 0:
+                    r[col] = feat.int2str(r[col])
+    return rows
+
+
+def _from_disk(path: Path) -> Source:
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        if "train" not in ds:
+            raise DataError(f"{path}: DatasetDict without a 'train' split (splits: {list(ds)})",
+                            fix="save the training split under the name 'train'")
+        test = ds.get("test")
+        return Source(_hf_rows(ds["train"]), f"{path}[train]", "hf", _hf_rows(test) if test is not None else None)
+    return Source(_hf_rows(ds), str(path), "hf")
+
+
+def _from_hub(name: str) -> Source:
+
+    repo, _, config = name.partition(":")
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(repo, config or None)
+    except Exception as err:  # noqa: BLE001 - any failure here means "not reachable / not found"
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise DataError(f"cannot load the Hugging Face dataset {repo!r} from the hub ({reason})",
+                        fix=f"where the hub is reachable run `datasets.load_dataset({repo!r}).save_to_disk(DIR)`, "
+                            "copy DIR here and pass --data DIR") from None
+    test = ds.get("test")
+    return Source(_hf_rows(ds["train"]), f"hf:{name}[train]", "hf", _hf_rows(test) if test is not None else None)
+
+
+def _image_folder(path: Path) -> Source:
+    rows = []
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        for f in sorted(class_dir.rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                rows.append({"image": str(f.resolve()), "label": class_dir.name})
+    if not rows:
+        raise DataError(f"{path} holds no class folders with images",
+                        fix="lay images out as DIR/<class_name>/<image>.png, or pass a CSV/JSONL table")
+    return Source(rows, str(path), IMAGEFOLDER)

@@ -1,0 +1,125 @@
+"""Image classification end to end: ImageFolder / CSV data, torchvision and HF vision models, Q/DQ export,
+ORT engines, torch-free image pre-processing. Synthetic stripes: horizontal vs vertical."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeft.cli.commands import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def make_stripes(root, n_per_class=24, size=24, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label in ("horizontal", "vertical"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            period = rng.integers(3, 7)
+            line = ((np.arange(size) // period) % 2 * 200 + 30).astype(np.uint8)
+            img = np.repeat(line[:, None], size, 1) if label == "horizontal" else np.repeat(line[None, :], size, 0)
+            noisy = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).convert("RGB").save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    return make_stripes(tmp_path_factory.mktemp("stripes"))
+
+
+@pytest.fixture(scope="module")
+def loose_vision_target(tmp_path_factory):
+    p = tmp_path_factory.mktemp("t") / "vision-int8.yaml"
+    p.write_text("name: vision-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
+                 "device: {kind: cpu, isa: any, threads: 1}\n"
+                 "input_shapes: {pixel_values: {min: [1, 3, 32, 32], opt: [1, 3, 32, 32], max: [8, 3, 32, 32]}}\n"
+                 "gates: {accuracy: {max_drop: 0.05}, agreement: {min_top1: 0.9}}\n")
+    return p
+
+
+def run(*args):
+    r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return r
+
+
+def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tmp_path):
+    out = tmp_path / "out"
+    r = run("run", "--model", "torchvision:resnet18", "--data", stripes, "--image-size", "32", "--epochs", "6",
+            "--lr", "1e-3", "--no-hflip", "--target", loose_vision_target, "--out", out)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "finetune/metrics.json").read_text())
+    assert m["modality"] == "image" and m["baseline"]["test_accuracy"] >= 0.9, m["baseline"]
+    eng = out / "compile/vision-int8/engine"
+    meta = json.loads((eng / "engine.json").read_text())
+    wr = meta["where_it_ran"]
+    # ORT CPU needs a Q after a Conv to use QLinearConv; ModelOpt quantizes Conv inputs and weights only,
+    # so the convolutions stay float. The report must say so (this is what the int8_share gate catches).
+    assert wr["float_compute_nodes"] == 21 and wr["int8_share"] == 0.0, wr
+    assert any("conv" in name.lower() for name in wr["float_weight_layers"])
+    assert json.loads((eng / "preprocessor.json").read_text())["image_size"] == 32
+    report = json.loads((out / "report.json").read_text())
+    e = next(x for x in report["engines"] if x["role"] == "engine")
+    assert e["latency_shape"] == {"pixel_values": [1, 3, 32, 32]}
+    assert e["top1_agreement"] >= 0.9
+
+
+def test_hf_vit_from_folder_and_csv_of_image_paths(stripes, loose_vision_target, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    model_dir = tmp_path / "tiny-vit"
+    ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=64, num_labels=2)).save_pretrained(model_dir)
+    rows = [f"{p.relative_to(stripes)},{p.parent.name}" for p in sorted(stripes.rglob("*.png"))]
+    table = stripes / "index.csv"
+    table.write_text("path,kind\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    r = run("run", "--model", model_dir, "--data", table, "--image-column", "path", "--label-column", "kind",
+            "--image-size", "32", "--epochs", "2", "--target", loose_vision_target, "--out", out)
+    assert r.exit_code in (0, 3), r.output            # a 2-epoch tiny ViT need not pass accuracy gates
+    m = json.loads((out / "finetune/metrics.json").read_text())
+    assert m["modality"] == "image" and m["labels"] == ["horizontal", "vertical"]
+    parity = json.loads((out / "export/parity.json").read_text())
+    assert parity["fp32"]["ok"] and parity["int8"]["qdq_nodes"]["QuantizeLinear"] > 0
+
+
+def test_undecodable_image_is_named_or_skipped(stripes, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(stripes, data, ignore=shutil.ignore_patterns("*.csv"))
+    (data / "vertical" / "broken.png").write_bytes(b"not a png")
+    r = run("finetune", tmp_path / "o", "--model", "torchvision:mobilenet_v3_small", "--data", data,
+            "--image-size", "32", "--epochs", "1", "--max-steps", "1", "--qat-epochs", "0")
+    assert r.exit_code == 1 and "broken.png" in r.output and "--bad-images skip" in r.output
+    assert not (tmp_path / "o/finetune").exists()
+    r = run("finetune", tmp_path / "o", "--model", "torchvision:mobilenet_v3_small", "--data", data,
+            "--image-size", "32", "--epochs", "1", "--max-steps", "1", "--qat-epochs", "0", "--bad-images", "skip")
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "o/finetune/data/report.json").read_text())
+    assert report["dropped"]["undecodable_images"] == 1
+
+
+def test_text_model_on_image_data_is_refused(stripes, tmp_path, tiny_model_dir):
+    r = run("run", "--model", tiny_model_dir, "--data", stripes, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "the data is images" in r.output and "torchvision:" in r.output
+
+
+def test_image_preprocessing_is_identical_in_training_eval_and_runtime(stripes):
+    """The evaluation dataset and the device runtime produce the same tensor for the same file."""
+    from edgeft.config import VisionConfig
+    from edgeft.models.vision import TorchvisionFamily
+    from edgeft.runtime.image import ImagePreprocessor
+
+    fam = TorchvisionFamily("torchvision:resnet18", VisionConfig(image_size=32))
+    path = str(next(stripes.rglob("*.png")))
+    ds = fam.dataset([path], [0], train=False)
+    runtime = ImagePreprocessor(32, VisionConfig().mean, VisionConfig().std)(([path]), ["pixel_values"])
+    np.testing.assert_array_equal(ds[0]["pixel_values"].numpy(), runtime["pixel_values"][0])
+    aug = fam.dataset([path], [0], train=True)[0]["pixel_values"]
+    assert tuple(aug.shape) == (3, 32, 32)
