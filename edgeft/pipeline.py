@@ -26,7 +26,10 @@ STAGES = ("finetune", "export", "compile", "verify")
 
 
 def log(msg: str) -> None:
-    print(f"[edgeft] {msg}", file=sys.stderr, flush=True)
+    from edgeft.distributed import rank, world_size
+
+    who = f"[edgeft rank {rank()}]" if world_size() > 1 else "[edgeft]"
+    print(f"{who} {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -73,15 +76,23 @@ class RunContext:
 
 
 def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
-    """Run one stage unless it is current. Returns True when it ran."""
+    """Run one stage unless it is current. Returns True when it ran.
+
+    Under torchrun every rank runs the stages marked ``DISTRIBUTED`` (finetune) in a scratch folder of its
+    own; only rank 0's outputs are kept and recorded, and the other ranks skip the remaining stages.
+    """
+    from edgeft.distributed import is_main, rank
+
     if name not in STAGES:
         raise RunDirError(f"unknown stage {name!r}; stages: {list(STAGES)}")
     stage = importlib.import_module(f"edgeft.stages.{name}")
+    if not is_main() and not getattr(stage, "DISTRIBUTED", False):
+        return False
     fp = stage.fingerprint(ctx)
     if not force and ctx.manifest.is_current(name, fp):
         ctx.log(f"{name}: up to date, skipped (use --force to redo)")
         return False
-    work = ctx.run_dir / f".{name}.tmp"
+    work = ctx.run_dir / (f".{name}.tmp" if is_main() else f".{name}.tmp-rank{rank()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ctx.log(f"{name}: started")
@@ -91,6 +102,9 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    if not is_main():
+        shutil.rmtree(work, ignore_errors=True)
+        return True
     _swap_in(work, ctx.run_dir / name)
     for a in artifacts:
         a.path = f"{name}/{a.path}"
@@ -110,6 +124,9 @@ def _swap_in(work: Path, final: Path) -> None:
 
 
 def run_pipeline(ctx: RunContext, stages: tuple[str, ...] = STAGES, force: bool = False) -> None:
-    ctx.manifest.save()
+    from edgeft.distributed import is_main
+
+    if is_main():
+        ctx.manifest.save()
     for name in stages:
         run_stage(ctx, name, force=force)

@@ -8,6 +8,7 @@ import click
 
 from edgeft import __version__
 from edgeft.config import BUILTIN_MODEL, RunConfig, build_config
+from edgeft.distributed import is_main
 from edgeft.errors import EdgeftError
 
 EXIT_HELP = "Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate failed."
@@ -151,7 +152,8 @@ def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
     click.echo(f"run directory: {Path(cfg.out).resolve()}", err=True)
     ctx = RunContext.open(cfg)
     run_pipeline(ctx, force=force)
-    _finish(ctx)
+    if is_main():
+        _finish(ctx)
 
 
 def _check_targets(cfg: RunConfig) -> None:
@@ -200,9 +202,10 @@ def _stage_command(stage: str, doc: str):
             return
         _check_targets(cfg)
         ctx = RunContext.open(cfg)
-        ctx.manifest.save()
+        if is_main():
+            ctx.manifest.save()
         run_stage(ctx, stage, force=force)
-        if stage == "verify":
+        if stage == "verify" and is_main():
             _finish(ctx)
 
     return command

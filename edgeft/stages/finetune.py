@@ -25,6 +25,7 @@ from edgeft.fileio import write_json_atomic
 from edgeft.manifest import Artifact
 
 NAME = "finetune"
+DISTRIBUTED = True      # under torchrun every rank trains (Trainer runs DDP); the pipeline keeps rank 0's files
 
 
 def fingerprint(ctx) -> str:
@@ -99,9 +100,9 @@ def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
     model = family.new_model(data.labels, dropout=train_cfg.dropout, weights=ctx.config.weights)
     trainer = _trainer(model, family, train_cfg, ctx.config.seed, data, ds, ckpt, epochs=train_cfg.epochs,
                        lr=train_cfg.lr, evaluate=True)
-    ctx.log(f"finetune: imbalance handling: {trainer.imbalance_mode}")
+    ctx.log(f"finetune: imbalance handling: {trainer.imbalance_mode}; {trainer.args.world_size} training process(es)")
     trainer.train()
-    shutil.rmtree(ckpt, ignore_errors=True)
+    _drop_checkpoints(trainer, ckpt)
     history = [{k: v for k, v in h.items() if k.startswith("eval_") or k in ("epoch", "step")}
                for h in trainer.state.log_history if "eval_accuracy" in h]
     val, _ = _evaluate(trainer, ds["validation"])
@@ -122,7 +123,7 @@ def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
         train_cfg = cfg.train.model_copy(update=overrides)
         if len(plan) > 1:
             ctx.log(f"finetune: search trial {i + 1}/{len(plan)}: {overrides}")
-        trainer, summary = _train_fp32(ctx, train_cfg, family, data, ds, work / ".ckpt")
+        trainer, summary = _train_fp32(ctx, train_cfg, family, data, ds, _ckpt_dir(ctx))
         score = summary["best_epoch_metric"] if summary["best_epoch_metric"] is not None else summary["validation_accuracy"]
         records.append({"trial": i + 1, "params": overrides, "validation_" + cfg.train.best_metric: score,
                         "validation_accuracy": summary["validation_accuracy"]})
@@ -134,6 +135,7 @@ def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
     test, logits = _evaluate(best, ds["test"])
     ctx.log(f"finetune: FP32 baseline accuracy validation {best_summary['validation_accuracy']:.4f}, test {test:.4f}")
     family.save(best.model, work / "baseline")
+    ctx.log(f"finetune: baseline weights digest {weights_digest(best.model)}")
     np.save(work / "baseline_test_logits.npy", logits.astype(np.float32))
     return best.model, {**best_summary, "test_accuracy": test, "search": records if len(plan) > 1 else None}
 
@@ -154,12 +156,12 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     qmodel = modelopt_int8.quantize(model, calib_batches)
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
-    trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, work / ".ckpt", epochs=epochs,
+    trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, _ckpt_dir(ctx), epochs=epochs,
                        lr=cfg.train.lr * cfg.train.qat_lr_scale, evaluate=False)
     if cfg.train.qat_epochs > 0:
         ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")
         trainer.train()
-    shutil.rmtree(work / ".ckpt", ignore_errors=True)
+    _drop_checkpoints(trainer, _ckpt_dir(ctx))
     val, _ = _evaluate(trainer, ds["validation"])
     test, _ = _evaluate(trainer, ds["test"])
     ctx.log(f"finetune: INT8 fake-quant accuracy validation {val:.4f}, test {test:.4f}")
@@ -167,6 +169,28 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "validation_accuracy": val, "test_accuracy": test,
            "quantizers": modelopt_int8.count_quantizers(trainer.model)}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
+
+
+def _ckpt_dir(ctx) -> Path:
+    """Trainer's checkpoints: one folder that every DDP rank sees (rank 0 writes, all load the best)."""
+    return ctx.run_dir / f".{NAME}.ckpt"
+
+
+def _drop_checkpoints(trainer, ckpt: Path) -> None:
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        shutil.rmtree(ckpt, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+
+
+def weights_digest(model) -> str:
+    """sha256 over the state dict: equal on every DDP rank when training kept them in sync."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _check_reporting(report_to: str) -> None:

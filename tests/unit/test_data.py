@@ -126,3 +126,42 @@ def test_cleaning_removes_duplicates_conflicts_and_leakage(tmp_path):
     assert sum(t.lower() == "turn on the lights" or t == "Turn on the lights!" for t in train_texts) == 1
     assert data.report["class_distribution_before"] == {"off": 11, "on": 15}
     assert len(data.test) == 2
+
+
+def test_load_splits_reads_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _rows(20)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    data = load_splits(build_config({"data": str(tmp_path / "d.parquet")}))
+    assert data.labels == ["a", "b", "c"] and sum(data.report["counts"].values()) == 60
+
+
+def test_load_splits_reads_save_to_disk_dataset_dict_with_its_test_split(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    feats = Features({"sentence": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    train = Dataset.from_dict({"sentence": [f"s{i}" for i in range(40)], "label": [i % 2 for i in range(40)]}, features=feats)
+    test = Dataset.from_dict({"sentence": [f"t{i}" for i in range(10)], "label": [i % 2 for i in range(10)]}, features=feats)
+    DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "ds"))
+    data = load_splits(build_config({"data": str(tmp_path / "ds"), "text_column": "sentence"}))
+    assert data.labels == ["neg", "pos"], "ClassLabel ids become their names"
+    assert len(data.test) == 10 and {e.text for e in data.test} == {f"t{i}" for i in range(10)}
+    assert len(data.train) + len(data.validation) == 40
+
+
+def test_hub_dataset_unreachable_says_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError) as e:
+        load_splits(build_config({"data": "hf:some-org/some-dataset"}))
+    assert "some-org/some-dataset" in str(e.value) and "save_to_disk" in e.value.fix
+
+
+def test_unsupported_file_format_lists_supported(tmp_path):
+    p = tmp_path / "d.xlsx"
+    p.write_bytes(b"x")
+    with pytest.raises(DataError, match="unsupported data format '.xlsx'") as e:
+        load_splits(build_config({"data": str(p)}))
+    assert ".parquet" in e.value.fix
