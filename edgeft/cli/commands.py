@@ -65,7 +65,7 @@ def config_options(f):
                           "(lr, batch_size, epochs, weight_decay); the best by validation goes on."),
         click.option("--search-trials", type=int, help="Train this many random points of the --search grid."),
         click.option("--report-to", type=click.Choice(["none", "tensorboard"]),
-                     help="Log training curves to TensorBoard (finetune/tensorboard/) [default: none]."),
+                     help="Log training curves to TensorBoard (RUN_DIR/tensorboard/) [default: none]."),
         click.option("--calibration", help="Calibration set: name in calibration/ or a YAML path [default: default]."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit."),

@@ -82,5 +82,5 @@ def test_search_trains_every_trial_and_keeps_the_best(tiny_model_dir, intents_cs
 
 def test_report_to_tensorboard_writes_event_files(tiny_model_dir, intents_csv, tmp_path):
     finetune(tmp_path / "o", tiny_model_dir, intents_csv, "--epochs", "1", "--report-to", "tensorboard")
-    events = list((tmp_path / "o/finetune/tensorboard").rglob("events.out.tfevents.*"))
+    events = list((tmp_path / "o/tensorboard").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
