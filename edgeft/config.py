@@ -42,7 +42,8 @@ class TrainConfig(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     imbalance: Literal["auto", "none", "weights", "oversample"] = Field(
         "auto", description="class-weighted loss or oversampling; auto = weights when classes differ > 3x")
-    best_metric: Literal["accuracy", "macro_f1", "loss"] = Field("accuracy", description="picks the kept epoch")
+    best_metric: Literal["auto", "accuracy", "macro_f1", "rmse", "loss"] = Field(
+        "auto", description="picks the kept epoch; auto = accuracy (classification) or rmse (regression)")
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
     gradual_unfreeze: bool = Field(False, description="head first, then one more block per epoch")
     report_to: Literal["none", "tensorboard"] = "none"
@@ -77,6 +78,8 @@ class RunConfig(Strict):
     label_column: str = "label"
     weights: str | None = Field(None, description="torchvision: local .pth/.safetensors weights (else random init)")
     image_column: str = Field("image", description="column of image paths (relative to the table) for image data")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="regression: numeric labels, a single-output head trained with MSE")
     modality: Literal["auto", "text", "image"] = Field("auto", description="auto: image for image folders or "
                                                        "tables with the image column and no text column")
     bad_images: Literal["stop", "skip"] = Field("stop", description="an image that cannot be decoded stops the run, or is skipped and counted")
@@ -110,6 +113,14 @@ class RunConfig(Strict):
         if v and any(not values for values in v.values()):
             raise ValueError("every searched parameter needs at least one value")
         return v
+
+    @model_validator(mode="after")
+    def _task_metric(self) -> "RunConfig":
+        m = self.train.best_metric
+        if (self.task == "regression" and m in ("accuracy", "macro_f1")) or (self.task == "classification" and m == "rmse"):
+            raise ValueError(f"train.best_metric {m!r} does not apply to {self.task}; use auto, loss or "
+                             f"{'rmse' if self.task == 'regression' else 'accuracy/macro_f1'}")
+        return self
 
     @model_validator(mode="after")
     def _builtin_columns(self) -> "RunConfig":

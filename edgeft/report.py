@@ -12,16 +12,19 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     b = report["baseline"]
+    metric = report.get("metric", "accuracy")
+    regression = metric == "rmse"
+    agree_head = "mean abs Δ vs baseline" if regression else "top-1 agreement"
     lines = [
         f"# edgeft report — {'PASSED' if report['passed'] else 'FAILED'}",
         "",
         f"Run: `{report['run_dir']}`  ",
         f"Host: {report['host']['cpu']} ({report['host']['cores']} cores), {report['host']['platform']}  ",
-        f"Test split: {report['test_examples']} examples. Baseline ({b['name']}): accuracy **{b['accuracy']:.4f}**.  ",
+        f"Test split: {report['test_examples']} examples. Baseline ({b['name']}): {metric} **{b[metric]:.4f}**.  ",
         f"Latency: batch × sequence as in each target's `opt` shape, each engine in its own process, "
         f"median of {report['latency_rounds']} interleaved rounds.",
         "",
-        "| target | engine | precision | accuracy | Δ vs baseline | top-1 agreement | p50 ms | p90 ms | p99 ms | × FP32 p50 | int8 share | size MB | gates |",
+        f"| target | engine | precision | {metric} | Δ vs baseline | {agree_head} | p50 ms | p90 ms | p99 ms | × FP32 p50 | int8 share | size MB | gates |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["engines"]:
@@ -31,8 +34,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             gates = "(reference)"
         role = f"{e['role']} (deferred kit, via ORT)" if e.get("deferred") else e["role"]
         lines.append(
-            f"| {e['target']} | {role} | {e['precision']} | {e['accuracy']:.4f} | {e['accuracy_delta']:+.4f} "
-            f"| {e['top1_agreement']:.4f} | {_fmt(lat.get('p50_ms'), '.2f')} | {_fmt(lat.get('p90_ms'), '.2f')} "
+            f"| {e['target']} | {role} | {e['precision']} | {e[metric]:.4f} | {e[metric + '_delta']:+.4f} "
+            f"| {e['mean_abs_diff_vs_baseline' if regression else 'top1_agreement']:.4f} | {_fmt(lat.get('p50_ms'), '.2f')} | {_fmt(lat.get('p90_ms'), '.2f')} "
             f"| {_fmt(lat.get('p99_ms'), '.2f')} | {_fmt(e['latency_ratio_vs_fp32'], '.2f')} "
             f"| {_fmt(e['where_it_ran'].get('int8_share'), '.0%')} | {e['size_bytes'] / 1e6:.1f} | {gates} |")
     lines += ["", "## Gates", "", "| target | gate | value | threshold | result |", "|---|---|---|---|---|"]

@@ -41,4 +41,4 @@ def trials(train_cfg, space: dict[str, list[Any]] | None, n_trials: int | None, 
 
 
 def better(score: float, best: float, metric: str) -> bool:
-    return score < best if metric == "loss" else score > best
+    return score < best if metric.removeprefix("validation_") in ("loss", "rmse") else score > best

@@ -50,6 +50,10 @@ class LatencyGate(Strict):
     max_ratio_vs_fp32: float | None = Field(None, gt=0, description="p50 / FP32 reference engine p50")
 
 
+class RmseGate(Strict):
+    max_increase: float = Field(0.05, ge=0, description="regression: allowed RMSE increase, relative to the baseline's")
+
+
 class Int8ShareGate(Strict):
     min: float = Field(0.9, ge=0, le=1, description="share of weight-carrying layers that must run in int8 kernels")
 
@@ -57,6 +61,7 @@ class Int8ShareGate(Strict):
 class Gates(Strict):
     accuracy: AccuracyGate | None = None
     int8_share: Int8ShareGate | None = None
+    rmse: RmseGate | None = None
     agreement: AgreementGate | None = None
     latency: LatencyGate | None = None
 

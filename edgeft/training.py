@@ -21,6 +21,18 @@ from transformers import TrainerCallback  # this module is imported only by the 
 IMBALANCE_RATIO = 3.0
 
 
+def best_metric(train_cfg, task: str) -> str:
+    if train_cfg.best_metric != "auto":
+        return train_cfg.best_metric
+    return "rmse" if task == "regression" else "accuracy"
+
+
+def regression_metrics(eval_pred) -> dict[str, float]:
+    preds, targets = eval_pred
+    err = np.asarray(preds, dtype=np.float64).reshape(-1) - np.asarray(targets, dtype=np.float64).reshape(-1)
+    return {"mse": float(np.mean(err ** 2)), "rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+
+
 def metrics(eval_pred) -> dict[str, float]:
     logits, labels = eval_pred
     pred = np.argmax(logits, -1)
@@ -46,7 +58,8 @@ def class_weights(label_ids: Sequence[int], n_classes: int) -> list[float]:
     return w.tolist()
 
 
-def training_args(train_cfg, seed: int, out: Path, *, epochs: float, lr: float, evaluate: bool):
+def training_args(train_cfg, seed: int, out: Path, *, epochs: float, lr: float, evaluate: bool,
+                  task: str = "classification"):
     import torch
     from transformers import TrainingArguments
 
@@ -62,25 +75,57 @@ def training_args(train_cfg, seed: int, out: Path, *, epochs: float, lr: float, 
         weight_decay=train_cfg.weight_decay, warmup_ratio=train_cfg.warmup_ratio, seed=seed,
         bf16=precision == "bf16" and cuda, fp16=precision == "fp16" and cuda,
         eval_strategy="epoch" if evaluate else "no", save_strategy="epoch" if evaluate else "no",
-        save_total_limit=1, load_best_model_at_end=evaluate, metric_for_best_model=train_cfg.best_metric,
-        greater_is_better=train_cfg.best_metric != "loss", logging_strategy="epoch",
+        save_total_limit=1, load_best_model_at_end=evaluate, metric_for_best_model=best_metric(train_cfg, task),
+        greater_is_better=best_metric(train_cfg, task) in ("accuracy", "macro_f1"), logging_strategy="epoch",
         report_to=["tensorboard"] if train_cfg.report_to == "tensorboard" else [],
         logging_dir=str(out.parent / "tensorboard") if train_cfg.report_to == "tensorboard" else None,
         use_cpu=not cuda, dataloader_num_workers=0, save_safetensors=True, disable_tqdm=False)
 
 
-def make_trainer(model, args, train_ds, eval_ds, collator, train_cfg, label_ids: Sequence[int], n_classes: int):
-    """A Trainer with the loss/sampling the config asks for, early stopping and gradual unfreezing."""
+def target_scale(label_ids: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray(label_ids, dtype=np.float64)
+    return float(v.mean()), float(v.std()) or 1.0
+
+
+def init_regression_head(model, label_ids: Sequence[float]) -> None:
+    """Start the output at the targets' mean with their spread, so training behaves as on standardized
+    targets (a head that starts at 0 against targets far from 0 collapses to a constant)."""
+    import torch
+
+    mean, std = target_scale(label_ids)
+    head = [m for name, m in model.named_modules() if name.split(".")[-1] in ("classifier", "score", "fc", "head")]
+    linears = [m for h in head for m in ([h] if isinstance(h, torch.nn.Linear) else h.modules())
+               if isinstance(m, torch.nn.Linear) and m.out_features == 1]
+    if not linears:
+        raise ValueError("no single-output head found to initialize for regression")
+    with torch.no_grad():
+        linears[-1].weight.mul_(std)
+        linears[-1].bias.fill_(mean)
+
+
+def make_trainer(model, args, train_ds, eval_ds, collator, train_cfg, label_ids: Sequence, n_classes: int,
+                 task: str = "classification"):
+    """A Trainer with the loss/sampling the config asks for, early stopping and gradual unfreezing.
+
+    Classification: cross-entropy (label smoothing, class weights). Regression: MSE on the single output,
+    divided by the targets' variance.
+    """
     import torch
     from transformers import EarlyStoppingCallback, Trainer
 
-    mode = imbalance_mode(train_cfg, label_ids)
+    regression = task == "regression"
+    mode = "none" if regression else imbalance_mode(train_cfg, label_ids)
+    scale = target_scale(label_ids)[1] ** 2 if regression else 1.0
     weights = torch.tensor(class_weights(label_ids, n_classes)) if mode == "weights" else None
 
     class EdgeftTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
             outputs = model(**inputs)
+            if regression:
+                # MSE in units of the targets' variance: the same steps as training on standardized targets
+                loss = torch.nn.functional.mse_loss(outputs.logits.view(-1).float(), labels.view(-1).float()) / scale
+                return (loss, outputs) if return_outputs else loss
             w = weights.to(outputs.logits.device, outputs.logits.dtype) if weights is not None else None
             loss = torch.nn.functional.cross_entropy(outputs.logits.view(-1, n_classes), labels.view(-1), weight=w,
                                                      label_smoothing=train_cfg.label_smoothing)
@@ -99,7 +144,8 @@ def make_trainer(model, args, train_ds, eval_ds, collator, train_cfg, label_ids:
     if args.eval_strategy != "no" and train_cfg.gradual_unfreeze:
         callbacks.append(GradualUnfreeze(model))
     trainer = EdgeftTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                            data_collator=collator, compute_metrics=metrics, callbacks=callbacks)
+                            data_collator=collator, compute_metrics=regression_metrics if regression else metrics,
+                            callbacks=callbacks)
     trainer.model_accepts_loss_kwargs = False
     trainer.imbalance_mode = mode
     return trainer

@@ -25,6 +25,8 @@ def config_options(f):
         click.option("--eval-data", help="Separate test file (same columns); otherwise a stratified split."),
         click.option("--text-column", help="Column holding the text [default: text]."),
         click.option("--label-column", help="Column holding the label, string or integer [default: label]."),
+        click.option("--task", type=click.Choice(["classification", "regression"]),
+                     help="regression: numeric labels, one output trained with MSE, judged by RMSE [default: classification]."),
         click.option("--weights", help="torchvision models: local .pth/.safetensors weights [default: random init]."),
         click.option("--image-column", help="Column of image paths for image data in a table [default: image]."),
         click.option("--modality", type=click.Choice(["auto", "text", "image"]),
@@ -34,6 +36,8 @@ def config_options(f):
         click.option("--image-size", type=int, help="Square model input side for images [default: 224]."),
         click.option("--augment/--no-augment", default=None, help="Training-time image augmentation [default: on]."),
         click.option("--hflip/--no-hflip", default=None, help="Random horizontal flip in augmentation [default: on]."),
+        click.option("--crop-scale", type=float, help="Smallest area share kept by the random resized crop [default: 0.7]."),
+        click.option("--color-jitter", type=float, help="Brightness/contrast/saturation jitter, 0 = off [default: 0.2]."),
         click.option("--target", "targets", multiple=True, help="Target name from targets/ or a YAML path; repeatable [default: x86-avx512-int8]."),
         click.option("--epochs", type=float, help="Epochs of FP32 fine-tuning [default: 8]."),
         click.option("--qat-epochs", type=float, help="Epochs of quantization-aware training; 0 = PTQ only [default: 1]."),
@@ -54,8 +58,9 @@ def config_options(f):
         click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing [default: 0]."),
         click.option("--imbalance", type=click.Choice(["auto", "none", "weights", "oversample"]),
                      help="Class-weighted loss or oversampling; auto = weights when classes differ > 3x [default: auto]."),
-        click.option("--best-metric", type=click.Choice(["accuracy", "macro_f1", "loss"]),
-                     help="Validation metric that picks the kept epoch and drives early stopping [default: accuracy]."),
+        click.option("--best-metric", type=click.Choice(["auto", "accuracy", "macro_f1", "rmse", "loss"]),
+                     help="Validation metric that picks the kept epoch and drives early stopping; auto = accuracy, "
+                          "or rmse for regression [default: auto]."),
         click.option("--early-stopping", "early_stopping_patience", type=int,
                      help="Stop after this many epochs without improvement (patience)."),
         click.option("--gradual-unfreeze/--no-gradual-unfreeze", default=None,
@@ -75,7 +80,7 @@ def config_options(f):
     return f
 
 
-VISION_KEYS = {"image_size", "augment", "hflip"}
+VISION_KEYS = {"image_size", "augment", "hflip", "crop_scale", "color_jitter"}
 TRAIN_KEYS = {"epochs", "qat_epochs", "batch_size", "lr", "max_length", "max_steps", "optimizer", "scheduler",
               "warmup_ratio", "weight_decay", "dropout", "max_grad_norm", "grad_accum", "precision",
               "label_smoothing", "imbalance", "best_metric", "early_stopping_patience", "gradual_unfreeze",

@@ -35,6 +35,7 @@ class SplitData:
     labels: list[str]
     report: dict = field(default_factory=dict)
     modality: str = "text"                    # "text" or "image"
+    task: str = "classification"              # or "regression": labels are numbers, ``labels == ["value"]``
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -43,7 +44,10 @@ class SplitData:
                 h.update(f"{name}\0{ex.label}\0{ex.text}\n".encode())
         return h.hexdigest()
 
-    def label_ids(self, split: str) -> list[int]:
+    def label_ids(self, split: str) -> list:
+        """Class indices, or for regression the float targets."""
+        if self.task == "regression":
+            return [float(ex.label) for ex in getattr(self, split)]
         index = {name: i for i, name in enumerate(self.labels)}
         return [index[ex.label] for ex in getattr(self, split)]
 
@@ -101,6 +105,36 @@ def stratified_split(examples: list[Example], fraction: float, seed: int) -> tup
     return keep, held
 
 
+def random_split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Seeded split for regression targets (nothing to stratify on)."""
+    shuffled = examples[:]
+    random.Random(seed).shuffle(shuffled)
+    n = min(max(round(len(shuffled) * fraction), 1), len(shuffled) - 1)
+    return shuffled[n:], shuffled[:n]
+
+
+def _check_targets(examples: list[Example], where: str) -> None:
+    bad = []
+    for ex in examples:
+        try:
+            float(ex.label)
+        except ValueError:
+            bad.append(ex.label)
+    if bad:
+        raise DataError(f"{where}: regression needs numeric labels, got {sorted(set(bad))[:5]}",
+                        fix="check --label-column, or drop --task regression for class labels")
+    if len(examples) < 10:
+        raise DataError(f"{where}: {len(examples)} examples are too few to train, validate and test",
+                        fix="provide at least 10 examples")
+
+
+def _check_labels(train: list[Example], where: str, task: str) -> None:
+    if task == "regression":
+        _check_targets(train, where)
+    else:
+        _check_classes(train, where)
+
+
 def _check_classes(train: list[Example], where: str) -> None:
     counts = Counter(ex.label for ex in train)
     if len(counts) < 2:
@@ -132,7 +166,8 @@ def load_splits(cfg: RunConfig) -> SplitData:
         before = _distribution(examples)
         examples, dup = dedupe(examples)
         dropped.update(dup)
-        _check_classes(examples, source.where)
+        _check_labels(examples, source.where, cfg.task)
+        split = stratified_split if cfg.task == "classification" else random_split
         eval_source = read_source(cfg.eval_data) if cfg.eval_data else None
         if eval_source is None and source.eval_rows:
             eval_source = Source(source.eval_rows, source.where.replace("[train]", "[test]"), source.kind)
@@ -140,35 +175,45 @@ def load_splits(cfg: RunConfig) -> SplitData:
             test, eval_dropped = _examples(eval_source, cfg, modality)
             test, eval_dup = dedupe(test)
             dropped.update({f"eval_{k}": v for k, v in (eval_dropped + eval_dup).items()})
-            train, val = stratified_split(examples, cfg.split.validation_fraction, cfg.seed)
+            train, val = split(examples, cfg.split.validation_fraction, cfg.seed)
         else:
-            rest, test = stratified_split(examples, cfg.split.test_fraction, cfg.seed)
+            rest, test = split(examples, cfg.split.test_fraction, cfg.seed)
             frac = cfg.split.validation_fraction / (1 - cfg.split.test_fraction)
-            train, val = stratified_split(rest, frac, cfg.seed + 1)
+            train, val = split(rest, frac, cfg.seed + 1)
     if cfg.data == BUILTIN_DATA:
         before = _distribution(train + val + test)
     train, leaked = remove_leakage(train, val + test)
     if leaked:
         dropped["leaked_into_eval"] = leaked
-    _check_classes(train, "training split")
-    labels = _label_order({ex.label for ex in train})
-    unseen = sorted({ex.label for ex in val + test} - set(labels))
-    if unseen:
-        raise DataError(f"labels {unseen[:10]} occur in the evaluation data but never in training",
-                        fix="make sure --data and --eval-data use the same label set")
-    report = {
-        "dropped": dict(dropped),
-        "class_distribution_before": before,
-        "counts": {name: len(s) for name, s in (("train", train), ("validation", val), ("test", test))},
-        "class_distribution": {name: dict(sorted(Counter(ex.label for ex in s).items()))
-                               for name, s in (("train", train), ("validation", val), ("test", test))},
-    }
     if modality == "image":
         from edgeft.data.images import check_images
 
         train, val, test = (check_images(part, cfg.bad_images, dropped) for part in (train, val, test))
-        report["dropped"] = dict(dropped)
-    return SplitData(train, val, test, labels, report, modality)
+    _check_labels(train, "training split", cfg.task)
+    if cfg.task == "regression":
+        _check_targets(val + test, "evaluation data")
+        labels = ["value"]
+    else:
+        labels = _label_order({ex.label for ex in train})
+        unseen = sorted({ex.label for ex in val + test} - set(labels))
+        if unseen:
+            raise DataError(f"labels {unseen[:10]} occur in the evaluation data but never in training",
+                            fix="make sure --data and --eval-data use the same label set")
+    parts = (("train", train), ("validation", val), ("test", test))
+    report = {"dropped": dict(dropped), "counts": {name: len(s) for name, s in parts}}
+    if cfg.task == "regression":
+        report["target_stats"] = {name: _stats(s) for name, s in parts}
+    else:
+        report["class_distribution_before"] = before
+        report["class_distribution"] = {name: _distribution(s) for name, s in parts}
+    return SplitData(train, val, test, labels, report, modality, cfg.task)
+
+
+def _stats(examples: list[Example]) -> dict[str, float]:
+    import statistics
+
+    v = [float(e.label) for e in examples]
+    return {"mean": statistics.fmean(v), "std": statistics.pstdev(v), "min": min(v), "max": max(v)} if v else {}
 
 
 def detect_modality(source: Source, cfg: RunConfig) -> str:

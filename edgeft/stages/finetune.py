@@ -43,8 +43,17 @@ def fingerprint(ctx) -> str:
     return ctx.fingerprint(NAME, part, [])
 
 
-def _evaluate(trainer, ds) -> tuple[float, np.ndarray]:
+def headline(task: str) -> str:
+    """The metric a run is judged by: accuracy, or RMSE for regression."""
+    return "rmse" if task == "regression" else "accuracy"
+
+
+def _evaluate(trainer, ds, task: str) -> tuple[float, np.ndarray]:
+    from edgeft.training import regression_metrics
+
     out = trainer.predict(ds)
+    if task == "regression":
+        return regression_metrics((out.predictions, out.label_ids))["rmse"], out.predictions
     return float((out.predictions.argmax(-1) == out.label_ids).mean()), out.predictions
 
 
@@ -68,20 +77,23 @@ def run(ctx, work: Path) -> list[Artifact]:
           for s in ("train", "validation", "test")}
     model, baseline = _baseline(ctx, family, data, ds, work)
     qat, calibration = _quantization_aware(ctx, model, family, data, ds, work)
-    metrics = {"device": device, "modality": data.modality, "model": cfg.model, "labels": data.labels,
+    metrics = {"device": device, "task": data.task, "modality": data.modality, "model": cfg.model, "labels": data.labels,
                "data_fingerprint": data.fingerprint(),
                "data_report": data.report, "baseline": baseline, "qat": qat, "calibration": calibration}
     write_json_atomic(work / "metrics.json", metrics)
     ctx.manifest.data["data"] = {"fingerprint": data.fingerprint(), "report": data.report,
                                  "calibration_fingerprint": metrics["calibration"]["fingerprint"]}
-    base_test, q_test = baseline["test_accuracy"], qat["test_accuracy"]
+    ctx.manifest.data["training"] = {"device": device, "seed": cfg.seed, "train_config": cfg.train.model_dump(),
+                                     "baseline": baseline, "qat": qat}
+    m = headline(data.task)
+    base_test, q_test = baseline[f"test_{m}"], qat[f"test_{m}"]
     weights = f"{NAME}/baseline/model.safetensors"
     return [
         *(Artifact(f"data/{n}", "data/split", NAME) for n in ("train.jsonl", "validation.jsonl", "test.jsonl", "labels.json", "report.json")),
-        Artifact("baseline/model.safetensors", "model/pytorch-fp32", NAME, metrics={"test_accuracy": base_test}),
+        Artifact("baseline/model.safetensors", "model/pytorch-fp32", NAME, metrics={f"test_{m}": base_test}),
         Artifact("baseline_test_logits.npy", "predictions/baseline-test", NAME, parents=[weights]),
         Artifact("qat/modelopt_state.pth", "model/pytorch-int8-fakequant", NAME, parents=[weights],
-                 metrics={"test_accuracy": q_test}),
+                 metrics={f"test_{m}": q_test}),
         Artifact("metrics.json", "metrics/finetune", NAME),
     ]
 
@@ -90,24 +102,29 @@ def _trainer(model, family, train_cfg, seed: int, data: SplitData, ds: dict, out
              lr: float, evaluate: bool):
     from edgeft.training import make_trainer, training_args
 
-    args = training_args(train_cfg, seed, out, epochs=epochs, lr=lr, evaluate=evaluate)
+    args = training_args(train_cfg, seed, out, epochs=epochs, lr=lr, evaluate=evaluate, task=data.task)
     return make_trainer(model, args, ds["train"], ds["validation"], family.collator(), train_cfg,
-                        data.label_ids("train"), len(data.labels))
+                        data.label_ids("train"), len(data.labels), data.task)
 
 
 def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
     """One FP32 fine-tuning run; returns the trainer (best epoch loaded) and its summary."""
     model = family.new_model(data.labels, dropout=train_cfg.dropout, weights=ctx.config.weights)
+    if data.task == "regression":
+        from edgeft.training import init_regression_head
+
+        init_regression_head(model, data.label_ids("train"))
     trainer = _trainer(model, family, train_cfg, ctx.config.seed, data, ds, ckpt, epochs=train_cfg.epochs,
                        lr=train_cfg.lr, evaluate=True)
     ctx.log(f"finetune: imbalance handling: {trainer.imbalance_mode}; {trainer.args.world_size} training process(es)")
     trainer.train()
     _drop_checkpoints(trainer, ckpt)
     history = [{k: v for k, v in h.items() if k.startswith("eval_") or k in ("epoch", "step")}
-               for h in trainer.state.log_history if "eval_accuracy" in h]
-    val, _ = _evaluate(trainer, ds["validation"])
+               for h in trainer.state.log_history if "eval_loss" in h]
+    m = headline(data.task)
+    val, _ = _evaluate(trainer, ds["validation"], data.task)
     unfreeze = next((c.log for c in trainer.callback_handler.callbacks if hasattr(c, "blocks")), None)
-    return trainer, {"validation_accuracy": val, "epochs": history, "best_epoch_metric": trainer.state.best_metric,
+    return trainer, {f"validation_{m}": val, "epochs": history, "best_epoch_metric": trainer.state.best_metric,
                      "imbalance": trainer.imbalance_mode, "stopped_at_epoch": trainer.state.epoch,
                      "unfreeze_schedule": unfreeze}
 
@@ -115,8 +132,10 @@ def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
 def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
     """Fine-tune in FP32 (best validation epoch kept; best search trial kept); save it and its test logits."""
     from edgeft.search import better, trials
+    from edgeft.training import best_metric
 
     cfg = ctx.config
+    m, key = headline(data.task), "validation_" + best_metric(cfg.train, data.task)
     best, best_summary, records = None, None, []
     plan = trials(cfg.train, cfg.search, cfg.search_trials, cfg.seed)
     for i, overrides in enumerate(plan):
@@ -124,20 +143,18 @@ def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
         if len(plan) > 1:
             ctx.log(f"finetune: search trial {i + 1}/{len(plan)}: {overrides}")
         trainer, summary = _train_fp32(ctx, train_cfg, family, data, ds, _ckpt_dir(ctx))
-        score = summary["best_epoch_metric"] if summary["best_epoch_metric"] is not None else summary["validation_accuracy"]
-        records.append({"trial": i + 1, "params": overrides, "validation_" + cfg.train.best_metric: score,
-                        "validation_accuracy": summary["validation_accuracy"]})
-        if best is None or better(score, records[best_summary["trial"] - 1]["validation_" + cfg.train.best_metric],
-                                  cfg.train.best_metric):
+        score = summary["best_epoch_metric"] if summary["best_epoch_metric"] is not None else summary[f"validation_{m}"]
+        records.append({"trial": i + 1, "params": overrides, key: score, f"validation_{m}": summary[f"validation_{m}"]})
+        if best is None or better(score, records[best_summary["trial"] - 1][key], key):
             best, best_summary = trainer, {**summary, "trial": i + 1, "params": overrides}
     if len(plan) > 1:
         ctx.log(f"finetune: best trial {best_summary['trial']}: {best_summary['params']}")
-    test, logits = _evaluate(best, ds["test"])
-    ctx.log(f"finetune: FP32 baseline accuracy validation {best_summary['validation_accuracy']:.4f}, test {test:.4f}")
+    test, logits = _evaluate(best, ds["test"], data.task)
+    ctx.log(f"finetune: FP32 baseline {m} validation {best_summary[f'validation_{m}']:.4f}, test {test:.4f}")
     family.save(best.model, work / "baseline")
     ctx.log(f"finetune: baseline weights digest {weights_digest(best.model)}")
     np.save(work / "baseline_test_logits.npy", logits.astype(np.float32))
-    return best.model, {**best_summary, "test_accuracy": test, "search": records if len(plan) > 1 else None}
+    return best.model, {**best_summary, f"test_{m}": test, "search": records if len(plan) > 1 else None}
 
 
 def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Path):
@@ -162,11 +179,12 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
         ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")
         trainer.train()
     _drop_checkpoints(trainer, _ckpt_dir(ctx))
-    val, _ = _evaluate(trainer, ds["validation"])
-    test, _ = _evaluate(trainer, ds["test"])
-    ctx.log(f"finetune: INT8 fake-quant accuracy validation {val:.4f}, test {test:.4f}")
+    m = headline(data.task)
+    val, _ = _evaluate(trainer, ds["validation"], data.task)
+    test, _ = _evaluate(trainer, ds["test"], data.task)
+    ctx.log(f"finetune: INT8 fake-quant {m} validation {val:.4f}, test {test:.4f}")
     modelopt_int8.save(trainer.model, work / "qat")
-    qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "validation_accuracy": val, "test_accuracy": test,
+    qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", f"validation_{m}": val, f"test_{m}": test,
            "quantizers": modelopt_int8.count_quantizers(trainer.model)}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
 
@@ -208,5 +226,8 @@ def _log_data(ctx, data: SplitData) -> None:
     r = data.report
     dropped = ", ".join(f"{k}={v}" for k, v in r["dropped"].items()) or "none"
     ctx.log(f"data: {r['counts']} rows; dropped: {dropped}; labels: {data.labels}")
-    ctx.log(f"data: classes before cleaning {r['class_distribution_before']}, "
-            f"train after {r['class_distribution']['train']} (full report: finetune/data/report.json)")
+    if "target_stats" in r:
+        ctx.log(f"data: regression targets (train) {r['target_stats']['train']} (full report: finetune/data/report.json)")
+    else:
+        ctx.log(f"data: classes before cleaning {r['class_distribution_before']}, "
+                f"train after {r['class_distribution']['train']} (full report: finetune/data/report.json)")

@@ -57,7 +57,7 @@ def latency_shapes(engine_dir: Path, spec: TargetSpec) -> dict[str, list[int]]:
     from edgeft.runtime.inputs import modality_of
 
     shapes = dict(spec.latency_shape)
-    if modality_of(engine_dir) == "image" and "pixel_values" not in shapes:
+    if modality_of(engine_dir) == "image":
         size = read_json(engine_dir / "preprocessor.json")["image_size"]
         batch = next(iter(shapes.values()))[0] if shapes else 1
         shapes = {"pixel_values": [batch, 3, size, size]}
@@ -76,6 +76,11 @@ def measure_latency(engine_dir: Path, spec: TargetSpec) -> dict:
 
 def _gates(spec: TargetSpec, row: dict) -> list[dict]:
     g, out = spec.gates, []
+    if row.get("rmse") is not None:             # regression: the RMSE gate replaces accuracy and agreement
+        if g.rmse:
+            out.append({"name": "rmse_increase", "value": row["rmse_delta"] / max(row["_base_rmse"], 1e-12),
+                        "op": "<=", "threshold": g.rmse.max_increase})
+        g = g.model_copy(update={"accuracy": None, "agreement": None})
     if g.accuracy:
         out.append({"name": "accuracy_drop", "value": 0.0 - row["accuracy_delta"], "op": "<=", "threshold": g.accuracy.max_drop})
     if g.agreement:
@@ -101,9 +106,10 @@ def run(ctx, work: Path) -> list[Artifact]:
 
     labels = read_json(ctx.path("finetune/data/labels.json"))
     test = read_split(ctx.path("finetune/data"), "test")
-    y = np.array([labels.index(e.label) for e in test])
-    base_pred = np.load(ctx.path("finetune/baseline_test_logits.npy")).argmax(-1)
-    base_acc = float((base_pred == y).mean())
+    task = read_json(ctx.path("finetune/metrics.json")).get("task", "classification")
+    y = np.array([float(e.label) for e in test] if task == "regression" else [labels.index(e.label) for e in test])
+    base_out = np.load(ctx.path("finetune/baseline_test_logits.npy"))
+    base = score(base_out, y, base_out, task)
     specs = [load_target(t) for t in ctx.config.targets]
     rows, notes, artifacts = [], [], []
     (work / "predictions").mkdir()
@@ -115,12 +121,10 @@ def run(ctx, work: Path) -> list[Artifact]:
             np.save(work / "predictions" / f"{spec.name}-{role}.npy", logits)
             artifacts.append(Artifact(f"predictions/{spec.name}-{role}.npy", "predictions/engine-test", NAME,
                                       parents=[f"compile/{spec.name}/{role}/model.onnx"], target=spec.name))
-            pred = logits.argmax(-1)
             meta = read_json(d / "engine.json")
             rows.append({"target": spec.name, "role": role, "backend": meta["backend"], "precision": meta["precision"],
                          "deferred": bool(meta.get("deferred")), "runtime": meta.get("runtime", meta["backend"]),
-                         "path": f"compile/{spec.name}/{role}", "accuracy": float((pred == y).mean()),
-                         "top1_agreement": float((pred == base_pred).mean()),
+                         "path": f"compile/{spec.name}/{role}", **score(logits, y, base_out, task),
                          "size_bytes": (d / meta["file"]).stat().st_size, "where_it_ran": meta["where_it_ran"],
                          "latency_shape": latency_shapes(d, spec), "_spec": spec, "_dir": d})
         note = host_isa_note(spec)
@@ -131,7 +135,7 @@ def run(ctx, work: Path) -> list[Artifact]:
                          "holds deferred build kits (run build_engine.py on the device). Accuracy and agreement above "
                          "are of the kit's ONNX through ONNX Runtime; latency was not measured.")
     _latencies(ctx, rows)
-    report = _assemble(ctx, rows, base_acc, len(test), notes)
+    report = _assemble(ctx, rows, base, len(test), notes, task)
     write_json_atomic(work / "report.json", report)
     write_text_atomic(work / "report.md", render_markdown(report))
     return artifacts + [Artifact("report.json", "report/json", NAME), Artifact("report.md", "report/markdown", NAME)]
@@ -151,21 +155,36 @@ def _latencies(ctx, rows: list[dict]) -> None:
         row["load_s"] = float(np.median([s["load_s"] for s in samples[i]])) if i in samples else None
 
 
-def _assemble(ctx, rows: list[dict], base_acc: float, n_test: int, notes: list[str]) -> dict:
+def score(outputs: np.ndarray, y: np.ndarray, base_out: np.ndarray, task: str) -> dict:
+    """Classification: accuracy and top-1 agreement with the baseline. Regression: RMSE and the mean
+    absolute difference from the baseline's outputs (accuracy and agreement are None)."""
+    if task == "regression":
+        out, ref = outputs.reshape(-1), base_out.reshape(-1)
+        return {"accuracy": None, "top1_agreement": None, "rmse": float(np.sqrt(np.mean((out - y) ** 2))),
+                "mean_abs_diff_vs_baseline": float(np.mean(np.abs(out - ref)))}
+    pred = outputs.argmax(-1)
+    return {"accuracy": float((pred == y).mean()), "top1_agreement": float((pred == base_out.argmax(-1)).mean())}
+
+
+def _assemble(ctx, rows: list[dict], base: dict, n_test: int, notes: list[str], task: str) -> dict:
     fp32 = {r["target"]: r["latency_ms"]["p50_ms"] for r in rows if r["role"] == "fp32-reference" and r["latency_ms"]}
     for row in rows:
-        row["accuracy_delta"] = row["accuracy"] - base_acc
+        row["accuracy_delta"] = row["accuracy"] - base["accuracy"] if task == "classification" else None
+        if task == "regression":
+            row["rmse_delta"], row["_base_rmse"] = row["rmse"] - base["rmse"], base["rmse"]
         ref = fp32.get(row["target"])
         row["latency_ratio_vs_fp32"] = row["latency_ms"]["p50_ms"] / ref if row["latency_ms"] and ref else None
         spec = row.pop("_spec")
         row.pop("_dir")
         row["gates"] = _gates(spec, row) if row["role"] == "engine" else []
+        row.pop("_base_rmse", None)
         row["passed"] = all(g["passed"] is not False for g in row["gates"])
     return {
         "schema_version": REPORT_SCHEMA_VERSION, "run_dir": str(ctx.run_dir), "test_examples": n_test,
         "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "latency_rounds": LATENCY_ROUNDS,
-        "baseline": {"name": "pytorch-fp32", "accuracy": base_acc},
+        "task": task, "metric": "rmse" if task == "regression" else "accuracy",
+        "baseline": {"name": "pytorch-fp32", "accuracy": base["accuracy"], **({"rmse": base["rmse"]} if task == "regression" else {})},
         "engines": rows, "notes": notes, "passed": all(r["passed"] for r in rows),
     }
 
