@@ -21,3 +21,11 @@ def test_finetune_and_qat_run_on_cuda(tiny_model_dir, intents_csv, tmp_path):
     metrics = json.loads((out / "finetune/metrics.json").read_text())
     assert metrics["device"] == "cuda"
     assert metrics["qat"]["quantizers"]["enabled"] > 0
+
+
+def test_precision_auto_picks_bf16_or_fp16_on_cuda(tmp_path):
+    from edgeft.config import TrainConfig
+    from edgeft.training import training_args
+
+    a = training_args(TrainConfig(precision="auto"), 0, tmp_path / "c", epochs=1, lr=1e-3, evaluate=False)
+    assert a.bf16 == torch.cuda.is_bf16_supported() and a.fp16 == (not torch.cuda.is_bf16_supported())

@@ -103,3 +103,29 @@ def test_transformer_blocks_finds_the_encoder_layers(tiny_trainer_parts):
 
     blocks = transformer_blocks(tiny_trainer_parts["model"])
     assert len(blocks) == 2 and type(blocks[0]).__name__ == "BertLayer"
+
+
+def test_training_args_carry_every_training_control(tmp_path):
+    from edgeft.training import training_args
+
+    cfg = TrainConfig(optimizer="sgd", scheduler="constant_with_warmup", grad_accum=4, max_grad_norm=0.5,
+                      warmup_ratio=0.2, weight_decay=0.1, batch_size=8, precision="auto", best_metric="macro_f1")
+    a = training_args(cfg, 3, tmp_path / "c", epochs=2, lr=1e-3, evaluate=True)
+    assert (a.optim, a.lr_scheduler_type) == ("sgd", "constant_with_warmup")
+    assert (a.gradient_accumulation_steps, a.max_grad_norm, a.warmup_ratio, a.weight_decay) == (4, 0.5, 0.2, 0.1)
+    assert (a.per_device_train_batch_size, a.seed, a.num_train_epochs, a.learning_rate) == (8, 3, 2, 1e-3)
+    assert a.metric_for_best_model == "macro_f1" and a.greater_is_better and a.load_best_model_at_end
+    reg = training_args(TrainConfig(), 0, tmp_path / "c", epochs=1, lr=1e-3, evaluate=True, task="regression")
+    assert reg.metric_for_best_model == "rmse" and not reg.greater_is_better
+
+
+def test_precision_autocast_only_on_cuda(tmp_path):
+    import torch
+
+    from edgeft.training import training_args
+
+    a = training_args(TrainConfig(precision="bf16"), 0, tmp_path / "c", epochs=1, lr=1e-3, evaluate=False)
+    if torch.cuda.is_available():
+        assert a.bf16
+    else:
+        assert not a.bf16 and not a.fp16, "CPU trains in fp32 whatever the precision asks"
