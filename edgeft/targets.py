@@ -68,6 +68,7 @@ class Gates(Strict):
 
 class OrtOptions(Strict):
     graph_optimization_level: Literal["basic", "extended", "all"] = "extended"
+    int8_embeddings: bool = Field(True, description="int8 engines: store large embedding tables int8 per row")
 
 
 class TargetSpec(Strict):

@@ -39,7 +39,8 @@ class OnnxRuntimeCPU:
         precision = precision or target.precision
         rewrites: dict[str, Any] = {}
         if precision == "int8":
-            onnx_path, rewrites = _ort_flavoured(onnx_path, out_dir / ".qdq-ort.onnx")
+            onnx_path, rewrites = _ort_flavoured(onnx_path, out_dir / ".qdq-ort.onnx",
+                                                 target.onnxruntime.int8_embeddings)
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
         so.optimized_model_filepath = str(out_dir / "model.onnx")
@@ -60,14 +61,14 @@ class OnnxRuntimeCPU:
         return OrtSession(engine_dir)
 
 
-def _ort_flavoured(src: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
+def _ort_flavoured(src: Path, dest: Path, int8_embeddings: bool) -> tuple[Path, dict[str, Any]]:
     """Write the ORT-flavoured Q/DQ graph (see qdq_ort) next to the engine, temporarily."""
     import onnx
 
     from edgeft.backends.qdq_ort import rewrite_for_ort
 
     model = onnx.load(str(src))
-    info = rewrite_for_ort(model)
+    info = rewrite_for_ort(model, int8_embeddings)
     onnx.save(model, str(dest))
     return dest, {**info, "source": str(src)}
 

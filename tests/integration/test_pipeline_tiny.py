@@ -35,7 +35,8 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
         "# test target\nname: test-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
         "device: {kind: cpu, isa: any, threads: 1}\n"
         "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
-        "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n")
+        "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n"
+        "onnxruntime: {int8_embeddings: false}\n")             # keeps the engine exactly the Q/DQ graph
     out = tmp / "out"
     args = ["run", "--model", tiny_model_dir, "--data", data, "--text-column", "utterance",
             "--label-column", "category", "--target", target, "--epochs", "2", "--qat-epochs", "1",
@@ -133,8 +134,7 @@ def test_verify_alone_with_impossible_latency_gate_exits_3(tiny_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(tiny_run["out"], run_dir)
     strict = tmp_path / "strict.yaml"
-    strict.write_text(tiny_run["target"].read_text().replace("name: test-int8", "name: strict")
-                      + "onnxruntime: {graph_optimization_level: extended}\n")
+    strict.write_text(tiny_run["target"].read_text().replace("name: test-int8", "name: strict"))
     strict.write_text(strict.read_text().replace("agreement: {min_top1: 0.0}}",
                                                  "agreement: {min_top1: 0.0}, latency: {p50_ms: 0.000001}, "
                                                  "int8_share: {min: 0.9}}"))
@@ -236,3 +236,33 @@ def test_finetune_alone_with_zero_qat_epochs_is_ptq(tiny_model_dir, intents_csv,
     assert m["qat"]["mode"] == "ptq" and m["qat"]["quantizers"]["enabled"] > 0
     assert "quantization-aware training" not in r.output
     assert m["calibration"]["num_samples"] == 256 and len(m["calibration"]["fingerprint"]) == 64
+
+
+def test_int8_embedding_tables_shrink_the_engine_and_keep_its_decisions(tiny_run, tmp_path):
+    import shutil
+
+    import onnxruntime as ort
+
+    from edgeft.runtime.session import open_engine
+    from edgeft.runtime.text import TextPreprocessor
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    target = tmp_path / "emb.yaml"
+    target.write_text(tiny_run["target"].read_text().replace("int8_embeddings: false", "int8_embeddings: true"))
+    r = invoke("compile", run_dir, "--target", target)
+    assert r.exit_code == 0, r.output
+    eng_dir = run_dir / "compile/test-int8/engine"
+    meta = json.loads((eng_dir / "engine.json").read_text())
+    assert meta["qdq_rewrites"]["int8_embedding_tables"] == 1           # word embeddings (30522 rows)
+    assert 0 < meta["qdq_rewrites"]["embedding_max_abs_error"] < 0.01
+    plain_size = (tiny_run["out"] / "compile/test-int8/engine/model.onnx").stat().st_size
+    assert (eng_dir / "model.onnx").stat().st_size < 0.5 * plain_size
+    eng = open_engine(eng_dir)
+    plain = ort.InferenceSession(str(run_dir / "export/int8/model.onnx"), providers=["CPUExecutionProvider"])
+    pre = TextPreprocessor(eng_dir, 32)
+    for t in ["turn on the kitchen lights", "play some jazz please", "what's the weather tomorrow"]:
+        feeds = pre([t], eng.input_names)
+        a = eng.run(feeds)["logits"]
+        b = plain.run(["logits"], {k: feeds[k] for k in [i.name for i in plain.get_inputs()]})[0]
+        np.testing.assert_allclose(a, b, atol=0.05)
