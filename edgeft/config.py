@@ -86,6 +86,8 @@ class RunConfig(Strict):
     vision: VisionConfig = Field(default_factory=lambda: VisionConfig())
     targets: list[str] = Field(default_factory=lambda: ["x86-avx512-int8"], min_length=1)
     calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
+    calib_method: Literal["max", "entropy", "percentile", "mse"] | None = Field(
+        None, description="override the calibration set's method for this run")
     seed: int = 0
     out: Path | None = Field(None, description="run directory; default runs/<model>-<data>")
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -72,6 +72,10 @@ def config_options(f):
         click.option("--report-to", type=click.Choice(["none", "tensorboard"]),
                      help="Log training curves to TensorBoard (RUN_DIR/tensorboard/) [default: none]."),
         click.option("--calibration", help="Calibration set: name in calibration/ or a YAML path [default: default]."),
+        click.option("--calib-method", type=click.Choice(["max", "entropy", "percentile", "mse"]),
+                     help="Activation calibration for this run (overrides the calibration set's method)."),
+        click.option("--quant", type=click.Choice(["qat", "ptq"]),
+                     help="qat: calibrate then train with fake-quant; ptq: calibrate only (= --qat-epochs 0) [default: qat]."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit."),
     ]
@@ -89,6 +93,11 @@ TRAIN_KEYS = {"epochs", "qat_epochs", "batch_size", "lr", "max_length", "max_ste
 
 def overrides(kw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    quant = kw.pop("quant", None)
+    if quant == "ptq":
+        if kw.get("qat_epochs"):
+            raise click.BadParameter("--quant ptq trains no QAT epochs; drop --qat-epochs", param_hint="--quant")
+        kw["qat_epochs"] = 0.0
     for key, value in kw.items():
         if value is None or value == () or key == "print_config":
             continue

@@ -22,8 +22,16 @@ def int8_config() -> dict:
     return cfg
 
 
-def quantize(model, calib_batches: Callable[[], Iterable[dict]]):
-    """Insert INT8 quantizers and calibrate them on ``calib_batches()`` (a fresh iterator of feeds)."""
+METHODS = ("max", "entropy", "percentile", "mse")
+
+
+def quantize(model, calib_batches: Callable[[], Iterable[dict]], method: str = "max", percentile: float = 99.99):
+    """Insert INT8 quantizers and calibrate them on ``calib_batches()`` (a fresh iterator of feeds).
+
+    ``max`` is ModelOpt's own calibration. ``entropy``, ``percentile`` and ``mse`` give the activation
+    (input) quantizers ModelOpt's HistogramCalibrator and compute their amax with that method; weights
+    keep max (per-channel) calibration.
+    """
     import modelopt.torch.quantization as mtq
     import torch
 
@@ -33,7 +41,35 @@ def quantize(model, calib_batches: Callable[[], Iterable[dict]]):
                 m(**{k: v.to(next(m.parameters()).device) for k, v in feeds.items()})
 
     model.eval()
-    return mtq.quantize(model, int8_config(), forward_loop)
+    if method == "max":
+        return mtq.quantize(model, int8_config(), forward_loop)
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS}")
+    model = mtq.quantize(model, int8_config(), forward_loop=None)   # quantizers in place, weights calibrated
+    _histogram_calibrate(model, forward_loop, method, percentile)
+    return model
+
+
+def _histogram_calibrate(model, forward_loop, method: str, percentile: float) -> None:
+    from modelopt.torch.quantization.calib import HistogramCalibrator
+    from modelopt.torch.quantization.model_calib import enable_stats_collection
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    quantizers = [(n, q) for n, q in model.named_modules() if isinstance(q, TensorQuantizer) and not q._disabled]
+    for name, q in quantizers:
+        if name.endswith("input_quantizer"):
+            q._calibrator = HistogramCalibrator(num_bits=8, axis=None, unsigned=False)
+    enable_stats_collection(model)
+    forward_loop(model)
+    for _, q in quantizers:
+        cal = getattr(q, "_calibrator", None)
+        if isinstance(cal, HistogramCalibrator):
+            kwargs = {"percentile": percentile} if method == "percentile" else {}
+            q.load_calib_amax(method, **kwargs)
+        elif cal is not None:
+            q.load_calib_amax()
+        q.enable_quant()
+        q.disable_calib()
 
 
 def count_quantizers(model) -> dict[str, int]:

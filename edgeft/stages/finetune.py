@@ -34,7 +34,8 @@ def fingerprint(ctx) -> str:
     part = {"model": cfg.model, "weights": cfg.weights, "vision": cfg.vision.model_dump(),
             "search": cfg.search, "search_trials": cfg.search_trials,
             "data_fingerprint": data.fingerprint(), "seed": cfg.seed,
-            "train": cfg.train.model_dump(), "calibration": load_calibration(cfg.calibration).model_dump()}
+            "train": cfg.train.model_dump(), "calibration": load_calibration(cfg.calibration).model_dump(),
+            "calib_method": cfg.calib_method}
     if ":" in cfg.model or not Path(cfg.model).is_dir():
         part["model_files"] = cfg.model
     else:
@@ -163,14 +164,16 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
 
     cfg = ctx.config
     calib = load_calibration(cfg.calibration)
+    if cfg.calib_method:
+        calib = calib.model_copy(update={"method": cfg.calib_method})
     texts = [e.text for e in getattr(data, calib.split)]
 
     def calib_batches():
         for chunk in batches(texts, calib):
             yield family.feeds(chunk, calib.max_length)
 
-    ctx.log(f"finetune: INT8 calibration on {min(calib.num_samples, len(texts))} {calib.split} samples")
-    qmodel = modelopt_int8.quantize(model, calib_batches)
+    ctx.log(f"finetune: INT8 calibration ({calib.method}) on {min(calib.num_samples, len(texts))} {calib.split} samples")
+    qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile)
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
     trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, _ckpt_dir(ctx), epochs=epochs,

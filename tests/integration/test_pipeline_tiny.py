@@ -227,15 +227,17 @@ def test_parity_flags_an_onnx_that_is_not_the_model(tiny_run, tmp_path):
     assert not other["ok"] and other["max_abs_diff"] > 0.5
 
 
-def test_finetune_alone_with_zero_qat_epochs_is_ptq(tiny_model_dir, intents_csv, tmp_path):
+def test_finetune_alone_with_quant_ptq_calibrates_only(tiny_model_dir, intents_csv, tmp_path):
     out = tmp_path / "out"
     r = invoke("finetune", out, "--model", tiny_model_dir, "--data", intents_csv, "--text-column", "utterance",
-               "--label-column", "category", "--epochs", "1", "--qat-epochs", "0", "--max-length", "32")
+               "--label-column", "category", "--epochs", "1", "--quant", "ptq", "--calib-method", "entropy",
+               "--max-length", "32")
     assert r.exit_code == 0, r.output
     m = json.loads((out / "finetune/metrics.json").read_text())
     assert m["qat"]["mode"] == "ptq" and m["qat"]["quantizers"]["enabled"] > 0
     assert "quantization-aware training" not in r.output
     assert m["calibration"]["num_samples"] == 256 and len(m["calibration"]["fingerprint"]) == 64
+    assert m["calibration"]["method"] == "entropy" and "INT8 calibration (entropy)" in r.output
 
 
 def test_int8_embedding_tables_shrink_the_engine_and_keep_its_decisions(tiny_run, tmp_path):

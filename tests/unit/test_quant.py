@@ -1,0 +1,54 @@
+"""ModelOpt INT8 quantization: the config edgeft uses and the calibration methods."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _amax(model) -> dict[str, float]:
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return {n: float(q.amax) for n, q in model.named_modules()
+            if isinstance(q, TensorQuantizer) and q.is_enabled and n.endswith("input_quantizer")}
+
+
+def _quantized(tiny_model_dir, method):
+    import torch
+
+    from edgeft.models.hf_text import load_classifier, load_tokenizer
+    from edgeft.quant.modelopt_int8 import quantize
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_classifier(tiny_model_dir, ["a", "b"])
+    texts = ["turn on the kitchen lights please", "play some jazz", "what is the weather tomorrow"] * 8
+
+    def batches():
+        for i in range(0, len(texts), 8):
+            yield tok(texts[i:i + 8], padding=True, return_tensors="pt")
+
+    return quantize(model, batches, method, 99.0)
+
+
+def test_layernorm_inputs_are_not_quantized_and_linears_are(tiny_model_dir):
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    model = _quantized(tiny_model_dir, "max")
+    enabled = {n for n, q in model.named_modules() if isinstance(q, TensorQuantizer) and q.is_enabled}
+    assert "bert.encoder.layer.0.attention.self.query.input_quantizer" in enabled
+    assert "bert.encoder.layer.0.attention.self.query.weight_quantizer" in enabled
+    assert not any("LayerNorm" in n for n in enabled)
+
+
+def test_percentile_calibration_clips_below_max_and_entropy_runs(tiny_model_dir):
+    mx, pc, en = (_amax(_quantized(tiny_model_dir, m)) for m in ("max", "percentile", "entropy"))
+    assert set(mx) == set(pc) == set(en) and mx
+    assert all(pc[k] <= mx[k] * 1.001 for k in mx)
+    assert sum(pc[k] < 0.99 * mx[k] for k in mx) >= len(mx) // 2, "the 99th percentile trims most ranges"
+    assert all(v > 0 for v in en.values())
+
+
+def test_unknown_method_is_refused(tiny_model_dir):
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        _quantized(tiny_model_dir, "kl")
