@@ -43,6 +43,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         for g in e["gates"]:
             mark = "not measured here" if g["passed"] is None else ("✓" if g["passed"] else "✗")
             lines.append(f"| {e['target']} | {g['name']} | {_fmt(g['value'])} | {g['op']} {_fmt(g['threshold'])} | {mark} |")
+    fb = report.get("fallback")
+    if fb:
+        lines += ["", f"## Accuracy fallback ({'resolved' if fb['resolved'] else 'budget spent, still failing'})", "",
+                  "| round | kept in FP32 | target | accuracy | top-1 agreement | p50 ms |", "|---|---|---|---|---|---|"]
+        for i, r in enumerate(fb["rounds"]):
+            for target, e in r["engines"].items():
+                lines.append(f"| {i} | {', '.join(r['kept_fp32']) or '–'} | {target} | {_fmt(e.get('accuracy'))} "
+                             f"| {_fmt(e.get('top1_agreement'))} | {_fmt(e.get('p50_ms'), '.2f')} |")
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"

@@ -76,6 +76,11 @@ def config_options(f):
                      help="Activation calibration for this run (overrides the calibration set's method)."),
         click.option("--quant", type=click.Choice(["qat", "ptq"]),
                      help="qat: calibrate then train with fake-quant; ptq: calibrate only (= --qat-epochs 0) [default: qat]."),
+        click.option("--keep-fp32", "keep_fp32", multiple=True,
+                     help="A block to leave unquantized (a group name from the sensitivity table); repeatable."),
+        click.option("--fallback", type=int,
+                     help="When an accuracy gate fails, keep up to N of the most sensitive blocks in FP32 and "
+                          "rebuild until it passes [default: 0 = off]."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit."),
     ]
@@ -113,7 +118,7 @@ def overrides(kw: dict[str, Any]) -> dict[str, Any]:
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint="--search") from None
         else:
-            out[key] = list(value) if key == "targets" else value
+            out[key] = list(value) if key in ("targets", "keep_fp32") else value
     return out
 
 
@@ -167,6 +172,10 @@ def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
     ctx = RunContext.open(cfg)
     run_pipeline(ctx, force=force)
     if is_main():
+        if cfg.fallback:
+            from edgeft.fallback import accuracy_fallback
+
+            accuracy_fallback(ctx)
         _finish(ctx)
 
 

@@ -1,7 +1,8 @@
 """Stage ``export``: the FP32 baseline and the INT8 QAT model to ONNX through optimum-onnx (Optimum's
 OnnxConfig for Hugging Face models, ``models.vision.TorchvisionOnnxConfig`` for torchvision ones).
 
-Reads: ``finetune/baseline/``, ``finetune/qat/modelopt_state.pth``, ``finetune/data/test.jsonl``.
+Reads: ``finetune/baseline/``, ``finetune/qat/modelopt_state.pth``, ``finetune/data/test.jsonl``;
+config ``keep_fp32`` (blocks whose quantizers are turned off, so they export without Q/DQ).
 Writes (``export/``): ``fp32/model.onnx`` and ``int8/model.onnx`` (Q/DQ nodes from the ModelOpt
 quantizers), each with its tokenizer and config; ``parity.json``.
 Shows parity: runs PyTorch and ONNX Runtime on real test inputs and prints, per output, ✓/✗ with the
@@ -32,7 +33,7 @@ QDQ_MIN_AGREEMENT = 0.9
 
 def fingerprint(ctx) -> str:
     upstream = [a for a in ctx.require("finetune") if a.kind.startswith("model/")]
-    return ctx.fingerprint(NAME, {"opset": OPSET}, upstream)
+    return ctx.fingerprint(NAME, {"opset": OPSET, "keep_fp32": ctx.config.keep_fp32}, upstream)
 
 
 def parity(model, onnx_path: Path, feeds_pt: dict, *, atol: float | None, min_agreement: float | None) -> dict:
@@ -73,6 +74,11 @@ def run(ctx, work: Path) -> list[Artifact]:
     results = {"fp32": parity(baseline, work / "fp32/model.onnx", feeds, atol=FP32_ATOL, min_agreement=None)}
 
     qmodel = modelopt_int8.restore(family.load_saved(base_dir, labels), ctx.path("finetune/qat/modelopt_state.pth")).eval()
+    if ctx.config.keep_fp32:
+        from edgeft.quant.sensitivity import keep_in_high_precision
+
+        n = keep_in_high_precision(qmodel, ctx.config.keep_fp32)
+        ctx.log(f"export: keeping {ctx.config.keep_fp32} in FP32 ({n} quantizers off)")
     ctx.log("export: INT8 QAT model -> ONNX with Q/DQ (optimum-onnx)")
     family.export(qmodel, work / "int8", OPSET)
     results["int8"] = parity(qmodel, work / "int8/model.onnx", feeds, atol=None, min_agreement=QDQ_MIN_AGREEMENT)

@@ -187,8 +187,9 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     test, _ = _evaluate(trainer, ds["test"], data.task)
     ctx.log(f"finetune: INT8 fake-quant {m} validation {val:.4f}, test {test:.4f}")
     modelopt_int8.save(trainer.model, work / "qat")
+    sens = _sensitivity(ctx, trainer, ds, data.task)
     qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", f"validation_{m}": val, f"test_{m}": test,
-           "quantizers": modelopt_int8.count_quantizers(trainer.model)}
+           "quantizers": modelopt_int8.count_quantizers(trainer.model), "sensitivity": sens}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
 
 
@@ -212,6 +213,18 @@ def weights_digest(model) -> str:
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _sensitivity(ctx, trainer, ds: dict, task: str) -> list[dict]:
+    """Cost of quantizing each block alone, on the validation split; printed as a sorted table."""
+    from edgeft.quant.sensitivity import sensitivity
+
+    rows = sensitivity(trainer.model, lambda: _evaluate(trainer, ds["validation"], task)[0],
+                       lower_is_better=task == "regression")
+    ctx.log(f"finetune: per-block INT8 sensitivity (validation {headline(task)} cost, worst first):")
+    for r in rows:
+        ctx.log(f"    {r['group']:40s} {r['cost']:+.4f}  ({r['quantizers']} quantizers)")
+    return rows
 
 
 def _check_reporting(report_to: str) -> None:
