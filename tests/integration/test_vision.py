@@ -67,6 +67,17 @@ def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tm
     e = next(x for x in report["engines"] if x["role"] == "engine")
     assert e["latency_shape"] == {"pixel_values": [1, 3, 32, 32]}
     assert e["top1_agreement"] >= 0.9
+    # the device runtime classifies an image with numpy + onnxruntime + PIL, no torch
+    import subprocess
+    import sys
+
+    img = str(next((stripes / "vertical").glob("*.png")))
+    code = ("import sys; from edgeft.runtime.predict import Classifier; "
+            f"r = Classifier({str(eng)!r})({img!r}); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(r['label'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "vertical"
 
 
 def test_hf_vit_from_folder_and_csv_of_image_paths(stripes, loose_vision_target, tmp_path):
