@@ -90,6 +90,7 @@ class RunConfig(Strict):
         None, description="override the calibration set's method for this run")
     keep_fp32: list[str] = Field(default_factory=list, description="blocks exported without Q/DQ (e.g. bert.encoder.layer.5)")
     fallback: int = Field(0, ge=0, description="on an accuracy gate failure keep up to N most sensitive blocks in FP32")
+    fallback_minutes: float | None = Field(None, gt=0, description="time budget for the fallback rounds")
     seed: int = 0
     out: Path | None = Field(None, description="run directory; default runs/<model>-<data>")
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -1,8 +1,10 @@
 """Accuracy-driven fallback: when an engine fails an accuracy gate, keep the most sensitive blocks in
 FP32 (their Q/DQ removed at export) and rebuild, one more block per round, until the gates pass or the
-budget (``fallback`` blocks) is spent. Every round is recorded in the report with its accuracy and
+budget (``fallback`` blocks, and ``fallback_minutes`` of rebuilding when set) is spent. Every round is recorded in the report with its accuracy and
 latency, so the cost of each fallback is visible."""
 from __future__ import annotations
+
+import time
 
 from edgeft.config import build_config
 from edgeft.fileio import read_json, write_json_atomic, write_text_atomic
@@ -31,7 +33,12 @@ def accuracy_fallback(ctx) -> None:
     kept = list(ctx.config.keep_fp32)
     order = [r["group"] for r in sens if r["group"] not in kept]
     rounds = [_snapshot(report, kept)]
+    t0, limit = time.monotonic(), ctx.config.fallback_minutes
+    stopped_by = "blocks"
     for group in order[: ctx.config.fallback]:
+        if limit is not None and time.monotonic() - t0 > limit * 60:
+            stopped_by = "time"
+            break
         kept.append(group)
         ctx.log(f"fallback: accuracy gate failed; keeping {kept} in FP32 and rebuilding")
         ctx.config = build_config({"keep_fp32": kept}, ctx.config)
@@ -42,8 +49,10 @@ def accuracy_fallback(ctx) -> None:
         rounds.append(_snapshot(report, kept))
         if not _accuracy_failed(report):
             break
-    report["fallback"] = {"budget": ctx.config.fallback, "kept_fp32": kept, "rounds": rounds,
-                          "resolved": not _accuracy_failed(report)}
+    resolved = not _accuracy_failed(report)
+    report["fallback"] = {"budget": ctx.config.fallback, "budget_minutes": limit, "kept_fp32": kept,
+                          "rounds": rounds, "resolved": resolved, "stopped_by": None if resolved else stopped_by,
+                          "minutes": round((time.monotonic() - t0) / 60, 2)}
     write_json_atomic(ctx.path("verify/report.json"), report)
     write_text_atomic(ctx.path("verify/report.md"), render_markdown(report))
     ctx.manifest.save()

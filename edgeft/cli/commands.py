@@ -81,6 +81,7 @@ def config_options(f):
         click.option("--fallback", type=int,
                      help="When an accuracy gate fails, keep up to N of the most sensitive blocks in FP32 and "
                           "rebuild until it passes [default: 0 = off]."),
+        click.option("--fallback-minutes", type=float, help="Time budget for the fallback's rebuild rounds."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit."),
     ]

@@ -59,6 +59,12 @@ def test_fallback_keeps_sensitive_blocks_in_fp32_until_the_gate_passes(tiny_mode
     assert "## Accuracy fallback (resolved)" in (out / "report.md").read_text()
     assert json.loads((out / "manifest.json").read_text())["config"]["keep_fp32"] == fb["kept_fp32"]
 
+    # a time budget that is already spent: no rebuild round, the report says why the gate still fails
+    r = CliRunner().invoke(cli, base + ["--quant", "ptq", "--fallback", "4", "--fallback-minutes", "1e-9"],
+                           catch_exceptions=False)
+    fb = json.loads((out / "report.json").read_text())["fallback"]
+    assert r.exit_code == 3 and fb["stopped_by"] == "time" and len(fb["rounds"]) == 1 and not fb["resolved"]
+
 
 def test_sensitivity_ranks_the_block_with_the_outlier_first(tiny_model_dir):
     from edgeft.models.hf_text import load_classifier, load_tokenizer
