@@ -15,17 +15,14 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
+from _common import REPO, accuracy, interleaved_p50, ort_latency_cmd, run, stage_minutes
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 ROUNDS = 5
-SHAPE = ["--shape=input_ids=1x128", "--shape=attention_mask=1x128", "--shape=token_type_ids=1x128"]
+SHAPE = {"input_ids": [1, 128], "attention_mask": [1, 128], "token_type_ids": [1, 128]}
 
 TORCH_LATENCY = r"""
 import json, sys, time, numpy as np, torch
@@ -52,11 +49,6 @@ def to_csv(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    print("$", " ".join(map(str, cmd)), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, **kw)
-
-
 def dynamic_peer(run_dir: Path, out: Path) -> Path:
     """ORT quantize_dynamic(QInt8, per-channel) of the same FP32 export, wrapped as an engine dir."""
     import shutil
@@ -77,15 +69,6 @@ def dynamic_peer(run_dir: Path, out: Path) -> Path:
     so.optimized_model_filepath = str(out / "model.onnx")
     ort.InferenceSession(str(out / "model.onnx"), so, providers=["CPUExecutionProvider"])
     return out
-
-
-def accuracy(engine: Path, rows: list[dict], labels: list[str]) -> float:
-    sys.path.insert(0, str(REPO))
-    from edgeft.stages.verify import predict
-
-    logits = predict(engine, [r["text"] for r in rows], 128)
-    y = np.array([labels.index(r["label"]) for r in rows])
-    return float((logits.argmax(-1) == y).mean())
 
 
 def main() -> None:
@@ -116,16 +99,8 @@ def main() -> None:
                "ORT FP32": ("ort", run_dir / "compile/x86-avx512-int8/fp32-reference"),
                "ORT quantize_dynamic (peer)": ("ort", peer),
                "edgeft INT8 (QAT, static Q/DQ)": ("ort", run_dir / "compile/x86-avx512-int8/engine")}
-    p50: dict[str, list[float]] = {k: [] for k in engines}
-    for r in range(ROUNDS):
-        for name, (kind, path) in engines.items():
-            cmd = ([sys.executable, "-c", TORCH_LATENCY, str(path)] if kind == "torch" else
-                   [sys.executable, "-m", "edgeft.runtime.latency", str(path), *SHAPE, "--iters=100"])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                 env={**os.environ, "PYTHONWARNINGS": "ignore"}).stdout
-            p50[name].append(json.loads(out.strip().splitlines()[-1])["p50_ms"])
-        print(f"latency round {r + 1}/{ROUNDS}", file=sys.stderr, flush=True)
-    med = {k: float(np.median(v)) for k, v in p50.items()}
+    med = interleaved_p50({name: [sys.executable, "-c", TORCH_LATENCY, path] if kind == "torch"
+                           else ort_latency_cmd(path, SHAPE) for name, (kind, path) in engines.items()}, ROUNDS)
     fp32 = med["ORT FP32"]
     cpu = report["host"]["cpu"]
     lines = [f"SST-2 (train {report_counts(run_dir)['train']} / dev {len(dev_rows)}), all-MiniLM-L6-v2, "
@@ -138,12 +113,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     (a.out / "table.md").write_text(table + "\n")
-    (a.out / "results.json").write_text(json.dumps({"accuracy": acc, "p50_ms": p50, "median_p50_ms": med}, indent=1))
-
-
-def stage_minutes(run_dir: Path) -> float:
-    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
-    return sum(s["seconds"] for s in stages.values()) / 60
+    (a.out / "results.json").write_text(json.dumps({"accuracy": acc, "median_p50_ms": med}, indent=1))
 
 
 def report_counts(run_dir: Path) -> dict:

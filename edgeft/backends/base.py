@@ -36,8 +36,12 @@ class Backend(Protocol):
     def check_available(self) -> None:
         """Raise BackendUnavailable (naming the install command) when compile cannot run here."""
 
-    def compile(self, onnx_path: Path, target: "TargetSpec", out_dir: Path) -> dict[str, Any]:
+    def compile(self, onnx_path: Path, target: "TargetSpec", out_dir: Path, precision: str | None = None,
+                calibration_inputs: Path | None = None) -> dict[str, Any]:
         """Build an engine for ``target`` from ``onnx_path`` into ``out_dir``.
+
+        ``calibration_inputs`` (an ``.npz`` of model inputs) lets a backend calibrate activations its
+        own Q/DQ flavour adds; a backend that needs none ignores it.
 
         Returns the engine description written next to it (``engine.json``).
         """

@@ -30,7 +30,8 @@ class OnnxRuntimeCPU:
         except ImportError:
             raise BackendUnavailable("onnxruntime is not installed", fix="pip install onnxruntime") from None
 
-    def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None) -> dict[str, Any]:
+    def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None,
+                calibration_inputs: Path | None = None) -> dict[str, Any]:
         import onnxruntime as ort
 
         self.check_available()
@@ -40,7 +41,7 @@ class OnnxRuntimeCPU:
         rewrites: dict[str, Any] = {}
         if precision == "int8":
             onnx_path, rewrites = _ort_flavoured(onnx_path, out_dir / ".qdq-ort.onnx",
-                                                 target.onnxruntime.int8_embeddings)
+                                                 target.onnxruntime.int8_embeddings, calibration_inputs)
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
         so.optimized_model_filepath = str(out_dir / "model.onnx")
@@ -53,6 +54,7 @@ class OnnxRuntimeCPU:
         copy_sidecars(onnx_path.parent, out_dir)
         meta = {"backend": self.name, "target": target.name, "precision": precision, "qdq_rewrites": rewrites,
                 "file": "model.onnx", "threads": target.device.threads, "optimization_level": level,
+                "load_optimization_level": target.onnxruntime.load_optimization_level,
                 "onnxruntime_version": ort.__version__, "where_it_ran": where_it_ran(out_dir / "model.onnx")}
         write_json_atomic(out_dir / ENGINE_JSON, meta)
         return meta
@@ -61,16 +63,27 @@ class OnnxRuntimeCPU:
         return OrtSession(engine_dir)
 
 
-def _ort_flavoured(src: Path, dest: Path, int8_embeddings: bool) -> tuple[Path, dict[str, Any]]:
-    """Write the ORT-flavoured Q/DQ graph (see qdq_ort) next to the engine, temporarily."""
+def _ort_flavoured(src: Path, dest: Path, int8_embeddings: bool,
+                   calibration_inputs: Path | None) -> tuple[Path, dict[str, Any]]:
+    """Write the ORT-flavoured Q/DQ graph (see qdq_ort, qdq_ort_conv) next to the engine, temporarily."""
     import onnx
 
     from edgeft.backends.qdq_ort import rewrite_for_ort
 
     model = onnx.load(str(src))
-    info = rewrite_for_ort(model, int8_embeddings)
+    info = rewrite_for_ort(model, int8_embeddings, _feeds(calibration_inputs) if calibration_inputs else None)
     onnx.save(model, str(dest))
     return dest, {**info, "source": str(src)}
+
+
+def _feeds(npz: Path, batch: int = 16):
+    """Batches of model inputs from an ``.npz`` written by the export stage."""
+    import numpy as np
+
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    n = len(next(iter(arrays.values())))
+    return [{k: v[i:i + batch] for k, v in arrays.items()} for i in range(0, n, batch)]
 
 
 def _fold_bias(engine_file: Path) -> int:

@@ -7,7 +7,8 @@ exact: no value changes, only how the same int8 grid is expressed.
 2. Signed -> unsigned activations: ``q = clip(round(x/s) + 0, -128, 127)`` equals
    ``clip(round(x/s) + 128, 0, 255) - 128``, so zero point 0 (int8) becomes 128 (uint8). ORT's
    ``MatMulIntegerToFloat`` runs u8 x s8 natively with VNNI; s8 x s8 needs extra work on x86.
-   Weights stay signed, symmetric, per-channel.
+   Weights stay signed, symmetric, per-channel. Exception: a quantized Relu output gets zero point 0
+   (same grid, never negative, clips at 255 steps instead of 127) so ORT can drop the Relu.
 
 3. Large embedding tables stored int8 per row (``int8_embedding_tables``; target option
    ``onnxruntime.int8_embeddings``): the only pass that is not exact.
@@ -93,20 +94,39 @@ def dedupe(graph, consts: dict[str, np.ndarray]) -> int:
     return removed
 
 
+def _non_negative(graph) -> set[str]:
+    """Tensors that cannot be negative: Relu outputs, and MaxPools of their quantized values."""
+    prod = {o: n for n in graph.node for o in n.output}
+    out: set[str] = set()
+    for n in graph.node:
+        if n.op_type == "Relu":
+            out.add(n.output[0])
+        elif n.op_type == "MaxPool":
+            dq = prod.get(n.input[0])
+            q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in out:
+                out.add(n.output[0])
+    return out
+
+
 def to_unsigned_activations(graph, consts: dict[str, np.ndarray]) -> int:
     """Turn int8/zero-point-0 activation Q/DQ pairs into uint8/zero-point-128. Returns pairs changed."""
     from onnx import numpy_helper
 
     changed = 0
+    relu_out = _non_negative(graph)
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in consts]:
         zp = consts.get(q.input[2]) if len(q.input) > 2 else None
         if zp is None or zp.dtype != np.int8 or zp.size != 1:
             continue
+        # a Relu output is never negative: u8 at zero point 0 keeps the same grid points (and clips at
+        # 255 steps instead of 127), and lets ORT drop the Relu into the producing Conv/Add's int8 unit
+        shift = 0 if q.input[0] in relu_out and int(zp) == 0 else 128
         consumers = [n for n in graph.node if q.output[0] in n.input]
         if not consumers or any(c.op_type != "DequantizeLinear" for c in consumers):
             continue
         name = f"{q.name or q.output[0]}_zero_point_u8"
-        graph.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), name))
+        graph.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + shift).astype(np.uint8), name))
         for n in [q, *consumers]:
             n.input[2] = name
         changed += 1
@@ -183,12 +203,21 @@ def int8_embedding_tables(graph, min_rows: int = 1024) -> dict[str, Any]:
     return {"int8_embedding_tables": changed, "embedding_max_abs_error": worst}
 
 
-def rewrite_for_ort(model, int8_embeddings: bool = True) -> dict[str, Any]:
-    """Apply the passes in place on an ``onnx.ModelProto``; returns what changed."""
-    consts = _constants(model.graph)
-    removed = dedupe(model.graph, consts)
-    unsigned = to_unsigned_activations(model.graph, consts)
-    info = {"duplicate_qdq_removed": removed, "activations_to_uint8": unsigned}
+def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None) -> dict[str, Any]:
+    """Apply the passes in place on an ``onnx.ModelProto``; returns what changed.
+
+    A graph with quantized Convs also gets ``qdq_ort_conv.complete_conv_qdq`` (needs
+    ``calibration_feeds``, batches of model inputs, for the output quantizers it adds)."""
+    from edgeft.backends import qdq_ort_conv
+
+    removed = dedupe(model.graph, _constants(model.graph))
+    info: dict[str, Any] = {"duplicate_qdq_removed": removed}
+    if qdq_ort_conv.has_quantized_conv(model.graph):
+        if calibration_feeds:
+            info.update(qdq_ort_conv.complete_conv_qdq(model, calibration_feeds))
+        else:
+            info["conv_qdq_completion"] = "skipped: no calibration inputs (export/int8/calibration_inputs.npz)"
+    info["activations_to_uint8"] = to_unsigned_activations(model.graph, _constants(model.graph))
     if int8_embeddings:
         info.update(int8_embedding_tables(model.graph))
     return info

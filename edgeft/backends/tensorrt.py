@@ -57,7 +57,9 @@ class TensorRT:
             raise BackendUnavailable("TensorRT is not installed here",
                                      fix="pip install 'edgeft[trt]' on a machine with an NVIDIA GPU")
 
-    def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None) -> dict[str, Any]:
+    def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None,
+                calibration_inputs: Path | None = None) -> dict[str, Any]:
+        """TensorRT builds from ModelOpt's Q/DQ as is (explicit quantization): no calibration here."""
         from edgeft.backends.qdq_lint import lint_for_tensorrt
 
         precision = precision or target.precision

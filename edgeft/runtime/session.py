@@ -18,7 +18,8 @@ class Session(Protocol):
 
 
 class OrtSession:
-    """Opens a compiled ONNX Runtime engine exactly as ``engine.json`` says (no re-optimization)."""
+    """Opens a compiled ONNX Runtime engine exactly as ``engine.json`` says: no re-optimization, unless
+    it asks for ORT's hardware-specific layout transforms at load (``load_optimization_level: all``)."""
 
     def __init__(self, engine_dir: Path, threads: int | None = None):
         import onnxruntime as ort
@@ -26,7 +27,9 @@ class OrtSession:
         self.dir = Path(engine_dir)
         self.meta = read_json(self.dir / ENGINE_JSON)
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                                       if self.meta.get("load_optimization_level") == "all"
+                                       else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         n = self.meta.get("threads", 0) if threads is None else threads
         if n:
             so.intra_op_num_threads = n

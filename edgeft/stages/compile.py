@@ -41,7 +41,9 @@ def run(ctx, work: Path) -> list[Artifact]:
             src = "export/int8/model.onnx" if precision == "int8" else "export/fp32/model.onnx"
             ctx.log(f"compile: {spec.name} [{sub}, {precision}] with {spec.backend}")
             dest = work / spec.name / sub
-            meta = backends[spec.name].compile(ctx.path(src), spec, dest, precision=precision)
+            calib = ctx.path("export/int8/calibration_inputs.npz") if precision == "int8" else None
+            meta = backends[spec.name].compile(ctx.path(src), spec, dest, precision=precision,
+                                               calibration_inputs=calib if calib and calib.is_file() else None)
             shutil.copy2(labels, dest / "labels.json")
             wr = meta["where_it_ran"]
             if meta.get("deferred"):

@@ -4,7 +4,9 @@ OnnxConfig for Hugging Face models, ``models.vision.TorchvisionOnnxConfig`` for 
 Reads: ``finetune/baseline/``, ``finetune/qat/modelopt_state.pth``, ``finetune/data/test.jsonl``;
 config ``keep_fp32`` (blocks whose quantizers are turned off, so they export without Q/DQ).
 Writes (``export/``): ``fp32/model.onnx`` and ``int8/model.onnx`` (Q/DQ nodes from the ModelOpt
-quantizers), each with its tokenizer and config; ``parity.json``.
+quantizers), each with its tokenizer and config; ``parity.json``; ``int8/calibration_inputs.npz``: model
+inputs for up to CALIB_INPUTS samples of the calibration set, for backends that calibrate extra
+activations in their own graph flavour (ONNX Runtime's int8 Conv/Add units need output quantizers).
 Shows parity: runs PyTorch and ONNX Runtime on real test inputs and prints, per output, ✓/✗ with the
 max abs difference. FP32 must match within FP32_ATOL. For Q/DQ the check is top-1 agreement: PyTorch
 fake-quant and ORT round a value on a step boundary differently now and then, and one int8 step early
@@ -29,6 +31,8 @@ OPSET = 17
 PARITY_SAMPLES = 32
 FP32_ATOL = 1e-3
 QDQ_MIN_AGREEMENT = 0.9
+CALIB_INPUTS = 64
+CALIB_INPUT_BYTES = 16 << 20
 
 
 def fingerprint(ctx) -> str:
@@ -97,9 +101,29 @@ def run(ctx, work: Path) -> list[Artifact]:
     if failing:
         raise ParityError("ONNX export does not match PyTorch:\n  - " + "\n  - ".join(failing),
                           fix="report this with parity.json; try another opset or transformers version")
+    n_calib = _save_calibration_inputs(ctx, family, work / "int8/calibration_inputs.npz")
+    ctx.log(f"export: {n_calib} calibration inputs saved for backends that calibrate their own graph")
     parent = {"fp32": "finetune/baseline/model.safetensors", "int8": "finetune/qat/modelopt_state.pth"}
     return [Artifact(f"{p}/model.onnx", f"onnx/{p}", NAME, parents=[parent[p]], metrics=results[p])
-            for p in ("fp32", "int8")] + [Artifact("parity.json", "metrics/parity", NAME)]
+            for p in ("fp32", "int8")] + [Artifact("parity.json", "metrics/parity", NAME),
+                                          Artifact("int8/calibration_inputs.npz", "data/calibration-inputs", NAME)]
+
+
+def _save_calibration_inputs(ctx, family, dest: Path) -> int:
+    """The first samples of the run's calibration set, as the model's input arrays (at most
+    CALIB_INPUT_BYTES, so large images keep fewer)."""
+    from edgeft.calibration import load_calibration, select_indices
+    from edgeft.data.loading import read_split
+
+    calib = load_calibration(ctx.config.calibration)
+    texts = [e.text for e in read_split(ctx.path("finetune/data"), calib.split)]
+    idx = select_indices(len(texts), calib)[:CALIB_INPUTS]
+    feeds = {k: v.numpy() for k, v in family.feeds([texts[i] for i in idx], calib.max_length).items()}
+    per_sample = sum(v[:1].nbytes for v in feeds.values())
+    n = max(1, min(len(idx), CALIB_INPUT_BYTES // max(per_sample, 1)))
+    with open(dest, "wb") as f:
+        np.savez(f, **{k: v[:n] for k, v in feeds.items()})
+    return n
 
 
 def _count_qdq(path: Path) -> dict[str, int]:

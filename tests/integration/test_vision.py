@@ -58,10 +58,13 @@ def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tm
     eng = out / "compile/vision-int8/engine"
     meta = json.loads((eng / "engine.json").read_text())
     wr = meta["where_it_ran"]
-    # ORT CPU needs a Q after a Conv to use QLinearConv; ModelOpt quantizes Conv inputs and weights only,
-    # so the convolutions stay float. The report must say so (this is what the int8_share gate catches).
-    assert wr["float_compute_nodes"] == 21 and wr["int8_share"] == 0.0, wr
-    assert any("conv" in name.lower() for name in wr["float_weight_layers"])
+    # ModelOpt quantizes Conv inputs and weights only; compile completes the graph (BN folded, output
+    # quantizers calibrated) so every conv, residual add and the classifier run in ORT's int8 kernels
+    assert wr["int8_share"] == 1.0 and wr["float_compute_nodes"] == 0, wr
+    assert wr["op_counts"]["QLinearConv"] == 20 and wr["op_counts"]["QLinearAdd"] == 8, wr["op_counts"]
+    assert wr["op_counts"]["QGemm"] == 1 and "BatchNormalization" not in wr["op_counts"]
+    rw = meta["qdq_rewrites"]
+    assert rw["batchnorm_folded"] == 20 and rw["output_qdq_inserted"] > 0, rw
     assert json.loads((eng / "preprocessor.json").read_text())["image_size"] == 32
     report = json.loads((out / "report.json").read_text())
     e = next(x for x in report["engines"] if x["role"] == "engine")
