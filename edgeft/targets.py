@@ -69,6 +69,8 @@ class Gates(Strict):
 class OrtOptions(Strict):
     graph_optimization_level: Literal["basic", "extended", "all"] = "extended"
     int8_embeddings: bool = Field(True, description="int8 engines: store large embedding tables int8 per row")
+    fuse_attention: bool = Field(True, description="fuse transformer attention blocks into ORT's "
+                                 "MultiHeadAttention (see edgeft/backends/ort_fusions.py)")
     load_optimization_level: Literal["disabled", "all"] = Field(
         "disabled", description="what ORT does when the engine is opened: 'disabled' (it is already optimized) "
         "or 'all', which adds the hardware-specific layout transforms (NCHWc) that cannot be saved portably; "

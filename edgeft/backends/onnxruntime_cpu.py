@@ -1,8 +1,10 @@
 """ONNX Runtime CPU backend: graph-optimized engines saved so loading re-optimizes nothing.
 
-The engine is the graph after ONNX Runtime's own optimizer (Q/DQ pairs around MatMul fold into
-``MatMulIntegerToFloat`` int8 kernels), serialized with ``optimized_model_filepath``; the runtime opens
-it with optimizations disabled. ``engine.json`` records how to open it and where the math runs.
+Before ORT's optimizer: INT8 graphs get the ORT Q/DQ flavour (``qdq_ort``; CNNs also ``qdq_ort_conv``),
+every graph the attention fusion (``ort_fusions``). The engine is the graph after ONNX Runtime's own
+optimizer (Q/DQ units fold into ``MatMulIntegerToFloat``/``QLinearConv``/... int8 kernels), serialized
+with ``optimized_model_filepath``; the runtime opens it with optimizations disabled (or only the
+hardware-specific layout pass, per target). ``engine.json`` records how to open it and where the math ran.
 """
 from __future__ import annotations
 
@@ -32,48 +34,45 @@ class OnnxRuntimeCPU:
 
     def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None,
                 calibration_inputs: Path | None = None) -> dict[str, Any]:
+        import onnx
         import onnxruntime as ort
+
+        from edgeft.backends.ort_fusions import fuse_attention
+        from edgeft.backends.qdq_ort import rewrite_for_ort
 
         self.check_available()
         out_dir.mkdir(parents=True, exist_ok=True)
-        level = target.onnxruntime.graph_optimization_level
+        opts = target.onnxruntime
         precision = precision or target.precision
+        model = onnx.load(str(onnx_path))
         rewrites: dict[str, Any] = {}
         if precision == "int8":
-            onnx_path, rewrites = _ort_flavoured(onnx_path, out_dir / ".qdq-ort.onnx",
-                                                 target.onnxruntime.int8_embeddings, calibration_inputs)
+            rewrites = rewrite_for_ort(model, opts.int8_embeddings,
+                                       _feeds(calibration_inputs) if calibration_inputs else None)
+        fusions = {"attention": fuse_attention(model)} if opts.fuse_attention else {}
+        staged = out_dir / ".ort-input.onnx"     # the rewritten graph, only until ORT has optimized it
+        onnx.save(model, str(staged))
         so = ort.SessionOptions()
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[opts.graph_optimization_level])
         so.optimized_model_filepath = str(out_dir / "model.onnx")
         so.log_severity_level = 3
-        ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        if rewrites:
-            onnx_path.unlink()
-            onnx_path = Path(rewrites.pop("source"))
+        try:
+            ort.InferenceSession(str(staged), so, providers=["CPUExecutionProvider"])
+        finally:
+            staged.unlink()
+        if precision == "int8":
             rewrites["bias_folded_into_int8_matmul"] = _fold_bias(out_dir / "model.onnx")
         copy_sidecars(onnx_path.parent, out_dir)
         meta = {"backend": self.name, "target": target.name, "precision": precision, "qdq_rewrites": rewrites,
-                "file": "model.onnx", "threads": target.device.threads, "optimization_level": level,
-                "load_optimization_level": target.onnxruntime.load_optimization_level,
+                "fusions": fusions, "file": "model.onnx", "threads": target.device.threads,
+                "optimization_level": opts.graph_optimization_level,
+                "load_optimization_level": opts.load_optimization_level,
                 "onnxruntime_version": ort.__version__, "where_it_ran": where_it_ran(out_dir / "model.onnx")}
         write_json_atomic(out_dir / ENGINE_JSON, meta)
         return meta
 
     def load(self, engine_dir: Path) -> OrtSession:
         return OrtSession(engine_dir)
-
-
-def _ort_flavoured(src: Path, dest: Path, int8_embeddings: bool,
-                   calibration_inputs: Path | None) -> tuple[Path, dict[str, Any]]:
-    """Write the ORT-flavoured Q/DQ graph (see qdq_ort, qdq_ort_conv) next to the engine, temporarily."""
-    import onnx
-
-    from edgeft.backends.qdq_ort import rewrite_for_ort
-
-    model = onnx.load(str(src))
-    info = rewrite_for_ort(model, int8_embeddings, _feeds(calibration_inputs) if calibration_inputs else None)
-    onnx.save(model, str(dest))
-    return dest, {**info, "source": str(src)}
 
 
 def _feeds(npz: Path, batch: int = 16):

@@ -67,11 +67,37 @@ def test_run_int8_engine_runs_matmuls_in_int8_kernels(tiny_run):
     # 2 layers x (q, k, v, attention out, ffn in, ffn out) Linear layers
     assert wr["op_counts"].get("MatMulIntegerToFloat", 0) == 12
     assert meta["qdq_rewrites"]["activations_to_uint8"] > 0
-    assert wr["float_activation_matmuls"] == 4            # QK^T and AV in each of the 2 layers
+    # attention (QK^T, softmax, AV) of both layers fused into ORT's MultiHeadAttention
+    assert meta["fusions"]["attention"] == 2 and wr["op_counts"]["MultiHeadAttention"] == 2
+    assert wr["float_activation_matmuls"] == 0 and "Softmax" not in wr["op_counts"]
     assert len(wr["float_weight_layers"]) == 2            # pooler and classifier Gemm stay float in ORT
     assert wr["int8_share"] == round(12 / 14, 4)
     ref = json.loads((tiny_run["out"] / "compile/test-int8/fp32-reference/engine.json").read_text())
-    assert ref["where_it_ran"]["int8_compute_nodes"] == 0
+    assert ref["where_it_ran"]["int8_compute_nodes"] == 0 and ref["fusions"]["attention"] == 2
+
+
+def test_attention_fusion_keeps_fp32_logits_with_padding(tiny_run, tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from edgeft.backends.ort_fusions import fuse_attention
+
+    src = tiny_run["out"] / "export/fp32/model.onnx"
+    model = onnx.load(str(src))
+    assert fuse_attention(model) == 2
+    onnx.save(model, str(tmp_path / "fused.onnx"))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, (3, 24))
+    mask = np.ones_like(ids)
+    mask[1, 9:] = 0                       # padded rows: the mask must become the key padding mask
+    mask[2, 3:] = 0
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    outs = []
+    for path in (src, tmp_path / "fused.onnx"):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})[0])
+    np.testing.assert_allclose(outs[1], outs[0], atol=1e-4)
 
 
 def test_run_manifest_records_every_artifact_with_valid_sha256(tiny_run):
