@@ -6,7 +6,7 @@ run's report), plus ORT `quantize_dynamic` (QInt8, per-channel) of the same FP32
 user would otherwise make by hand. Latency: batch 1, sequence 128, every engine in its own process,
 ROUNDS interleaved rounds, median of the per-round p50s; ratios against ORT FP32 in the same run.
 
-Usage: .venv/bin/python bench/sst2_minilm.py [--epochs 2] [--out bench/results/sst2]
+Usage: .venv/bin/python bench/sst2_minilm.py [--epochs 2] [--out bench/results/sst2] [--qat-distill 0.5]
 """
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", default="2")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/sst2")
+    ap.add_argument("--qat-distill", default=None, help="passed to edgeft run (QAT distillation weight)")
     a = ap.parse_args()
     if not SST2.is_dir():
         sys.exit(f"SST-2 not found at {SST2}: this benchmark needs ../shared/data/sst2")
@@ -84,7 +85,8 @@ def main() -> None:
     run_dir = a.out / "run"
     t0 = time.time()
     p = run([sys.executable, "-m", "edgeft", "run", "--data", train, "--eval-data", dev, "--text-column", "text",
-             "--label-column", "label", "--epochs", a.epochs, "--out", run_dir])
+             "--label-column", "label", "--epochs", a.epochs, "--out", run_dir,
+             *(["--qat-distill", a.qat_distill] if a.qat_distill else [])])
     if p.returncode not in (0, 3):
         sys.exit(p.returncode)
     run_s = time.time() - t0

@@ -32,6 +32,9 @@ class TrainConfig(Strict):
     max_length: int = Field(128, ge=8, le=4096, description="tokens; longer inputs are truncated")
     qat_epochs: float = Field(1, ge=0, description="epochs of QAT after calibration; 0 = PTQ only")
     qat_lr_scale: float = Field(0.1, gt=0, le=1, description="QAT learning rate = lr * this")
+    qat_distill: float = Field(0.0, ge=0, le=1, description="QAT loss weight of distillation from the FP32 "
+                               "baseline (KL at temperature 2; regression: MSE to its output); the rest is the "
+                               "task loss; 0 = off")
     max_steps: int = Field(-1, description="cap on optimizer steps per phase (-1 = no cap); for smoke runs")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"

@@ -103,12 +103,28 @@ def init_regression_head(model, label_ids: Sequence[float]) -> None:
         linears[-1].bias.fill_(mean)
 
 
+DISTILL_TEMPERATURE = 2.0
+
+
+def distillation_loss(student, teacher, regression: bool, scale: float = 1.0):
+    """KL(teacher || student) on temperature-softened logits, times T^2 (Hinton et al.); regression:
+    MSE to the teacher's output in units of the targets' variance."""
+    import torch.nn.functional as F
+
+    if regression:
+        return F.mse_loss(student.view(-1).float(), teacher.view(-1).float()) / scale
+    t = DISTILL_TEMPERATURE
+    return F.kl_div(F.log_softmax(student.float() / t, -1), F.log_softmax(teacher.float() / t, -1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
 def make_trainer(model, args, train_ds, eval_ds, collator, train_cfg, label_ids: Sequence, n_classes: int,
-                 task: str = "classification"):
+                 task: str = "classification", teacher=None, distill: float = 0.0):
     """A Trainer with the loss/sampling the config asks for, early stopping and gradual unfreezing.
 
     Classification: cross-entropy (label smoothing, class weights). Regression: MSE on the single output,
-    divided by the targets' variance.
+    divided by the targets' variance. With a ``teacher`` and ``distill`` > 0 (QAT from the FP32 baseline),
+    training minimizes ``(1 - distill) * task loss + distill * distillation_loss``.
     """
     import torch
     from transformers import EarlyStoppingCallback, Trainer
@@ -125,10 +141,15 @@ def make_trainer(model, args, train_ds, eval_ds, collator, train_cfg, label_ids:
             if regression:
                 # MSE in units of the targets' variance: the same steps as training on standardized targets
                 loss = torch.nn.functional.mse_loss(outputs.logits.view(-1).float(), labels.view(-1).float()) / scale
-                return (loss, outputs) if return_outputs else loss
-            w = weights.to(outputs.logits.device, outputs.logits.dtype) if weights is not None else None
-            loss = torch.nn.functional.cross_entropy(outputs.logits.view(-1, n_classes), labels.view(-1), weight=w,
-                                                     label_smoothing=train_cfg.label_smoothing)
+            else:
+                w = weights.to(outputs.logits.device, outputs.logits.dtype) if weights is not None else None
+                loss = torch.nn.functional.cross_entropy(outputs.logits.view(-1, n_classes), labels.view(-1),
+                                                         weight=w, label_smoothing=train_cfg.label_smoothing)
+            if teacher is not None and distill > 0 and model.training:
+                teacher.to(outputs.logits.device)
+                with torch.no_grad():
+                    target = teacher(**inputs).logits
+                loss = (1 - distill) * loss + distill * distillation_loss(outputs.logits, target, regression, scale)
             return (loss, outputs) if return_outputs else loss
 
         def _get_train_sampler(self, train_dataset=None):

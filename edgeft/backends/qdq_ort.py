@@ -206,12 +206,14 @@ def int8_embedding_tables(graph, min_rows: int = 1024) -> dict[str, Any]:
 def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None) -> dict[str, Any]:
     """Apply the passes in place on an ``onnx.ModelProto``; returns what changed.
 
-    A graph with quantized Convs also gets ``qdq_ort_conv.complete_conv_qdq`` (needs
+    Gemms with quantized input and weight get an int32 bias so ORT runs them as ``QGemm`` (pooler,
+    classifier). A graph with quantized Convs also gets ``qdq_ort_conv.complete_conv_qdq`` (needs
     ``calibration_feeds``, batches of model inputs, for the output quantizers it adds)."""
     from edgeft.backends import qdq_ort_conv
 
     removed = dedupe(model.graph, _constants(model.graph))
     info: dict[str, Any] = {"duplicate_qdq_removed": removed}
+    info["gemm_bias_int32"] = qdq_ort_conv.quantize_gemm_bias(model.graph)
     if qdq_ort_conv.has_quantized_conv(model.graph):
         if calibration_feeds:
             info.update(qdq_ort_conv.complete_conv_qdq(model, calibration_feeds))

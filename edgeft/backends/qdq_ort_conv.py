@@ -374,11 +374,9 @@ def complete_conv_qdq(model, feeds: Iterable[dict[str, np.ndarray]]) -> dict[str
     folded = fold_batchnorm(g)
     unified = unify_quantizers(g)
     pools = match_maxpool_scales(g)
-    gemms = quantize_gemm_bias(g)
     prune_dead(g)
     need = plan_missing_qdq(g)
     topological_sort(g)
     inserted = insert_qdq(g, calibrate_ranges(model, need, feeds)) if need else 0
     topological_sort(g)
-    return {"batchnorm_folded": folded, "single_quantizer": unified, "maxpool_scales_matched": pools,
-            "gemm_bias_int32": gemms, "output_qdq_inserted": inserted}
+    return {"batchnorm_folded": folded, "single_quantizer": unified, "maxpool_scales_matched": pools, "output_qdq_inserted": inserted}

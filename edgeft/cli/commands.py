@@ -41,6 +41,8 @@ def config_options(f):
         click.option("--target", "targets", multiple=True, help="Target name from targets/ or a YAML path; repeatable [default: x86-avx512-int8]."),
         click.option("--epochs", type=float, help="Epochs of FP32 fine-tuning [default: 8]."),
         click.option("--qat-epochs", type=float, help="Epochs of quantization-aware training; 0 = PTQ only [default: 1]."),
+        click.option("--qat-distill", type=float,
+                     help="QAT: weight (0-1) of distillation from the FP32 baseline in the loss [default: 0]."),
         click.option("--batch-size", type=int, help="Training batch size [default: 16]."),
         click.option("--lr", type=float, help="Learning rate [default: 1e-4]."),
         click.option("--max-length", type=int, help="Max tokens per input [default: 128]."),
@@ -91,7 +93,7 @@ def config_options(f):
 
 
 VISION_KEYS = {"image_size", "augment", "hflip", "crop_scale", "color_jitter"}
-TRAIN_KEYS = {"epochs", "qat_epochs", "batch_size", "lr", "max_length", "max_steps", "optimizer", "scheduler",
+TRAIN_KEYS = {"epochs", "qat_epochs", "qat_distill", "batch_size", "lr", "max_length", "max_steps", "optimizer", "scheduler",
               "warmup_ratio", "weight_decay", "dropout", "max_grad_norm", "grad_accum", "precision",
               "label_smoothing", "imbalance", "best_metric", "early_stopping_patience", "gradual_unfreeze",
               "report_to"}

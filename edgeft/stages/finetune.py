@@ -100,12 +100,13 @@ def run(ctx, work: Path) -> list[Artifact]:
 
 
 def _trainer(model, family, train_cfg, seed: int, data: SplitData, ds: dict, out: Path, *, epochs: float,
-             lr: float, evaluate: bool):
+             lr: float, evaluate: bool, teacher=None):
     from edgeft.training import make_trainer, training_args
 
     args = training_args(train_cfg, seed, out, epochs=epochs, lr=lr, evaluate=evaluate, task=data.task)
     return make_trainer(model, args, ds["train"], ds["validation"], family.collator(), train_cfg,
-                        data.label_ids("train"), len(data.labels), data.task)
+                        data.label_ids("train"), len(data.labels), data.task,
+                        teacher=teacher, distill=train_cfg.qat_distill if teacher is not None else 0.0)
 
 
 def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
@@ -172,12 +173,18 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
         for chunk in batches(texts, calib):
             yield family.feeds(chunk, calib.max_length)
 
+    teacher = None
+    if cfg.train.qat_distill > 0 and cfg.train.qat_epochs > 0:
+        import copy
+
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)    # quantize() changes model in place
+        ctx.log(f"finetune: QAT distills from the FP32 baseline (weight {cfg.train.qat_distill})")
     ctx.log(f"finetune: INT8 calibration ({calib.method}) on {min(calib.num_samples, len(texts))} {calib.split} samples")
     qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile)
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
     trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, _ckpt_dir(ctx), epochs=epochs,
-                       lr=cfg.train.lr * cfg.train.qat_lr_scale, evaluate=False)
+                       lr=cfg.train.lr * cfg.train.qat_lr_scale, evaluate=False, teacher=teacher)
     if cfg.train.qat_epochs > 0:
         ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")
         trainer.train()
@@ -188,7 +195,8 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     ctx.log(f"finetune: INT8 fake-quant {m} validation {val:.4f}, test {test:.4f}")
     modelopt_int8.save(trainer.model, work / "qat")
     sens = _sensitivity(ctx, trainer, ds, data.task)
-    qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", f"validation_{m}": val, f"test_{m}": test,
+    qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "distill": cfg.train.qat_distill if teacher else 0.0,
+           f"validation_{m}": val, f"test_{m}": test,
            "quantizers": modelopt_int8.count_quantizers(trainer.model), "sensitivity": sens}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
 

@@ -84,3 +84,12 @@ def test_report_to_tensorboard_writes_event_files(tiny_model_dir, intents_csv, t
     finetune(tmp_path / "o", tiny_model_dir, intents_csv, "--epochs", "1", "--report-to", "tensorboard")
     events = list((tmp_path / "o/tensorboard").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_qat_distillation_from_the_baseline_runs_and_is_recorded(tiny_model_dir, intents_csv, tmp_path):
+    m, _ = finetune(tmp_path / "o", tiny_model_dir, intents_csv, "--epochs", "1", "--qat-epochs", "1",
+                    "--qat-distill", "0.5", "--lr", "3e-3")
+    assert m["qat"]["mode"] == "qat" and m["qat"]["distill"] == 0.5
+    assert 0.0 <= m["qat"]["test_accuracy"] <= 1.0
+    r = CliRunner().invoke(cli, ["finetune", str(tmp_path / "x"), "--qat-distill", "1.5"])
+    assert r.exit_code == 1 and "train.qat_distill" in r.output and "less than or equal to 1" in r.output

@@ -129,3 +129,43 @@ def test_precision_autocast_only_on_cuda(tmp_path):
         assert a.bf16
     else:
         assert not a.bf16 and not a.fp16, "CPU trains in fp32 whatever the precision asks"
+
+
+def test_qat_distillation_blends_task_loss_with_kl_to_the_teacher(tiny_trainer_parts):
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    from edgeft.training import DISTILL_TEMPERATURE, make_trainer, training_args
+
+    student = torch.tensor([[3.0, -1.0], [0.5, 0.2], [-2.0, 2.0], [1.0, 1.5]])
+    teacher_logits = torch.tensor([[1.0, 0.0], [2.0, -2.0], [0.0, 1.0], [-1.0, 1.0]])
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, **inputs):
+            assert "labels" not in inputs             # the teacher sees the inputs, never the labels
+            return types.SimpleNamespace(logits=self.logits)
+
+    batch = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "labels": torch.tensor([0, 1, 1, 0])}
+    cfg = TrainConfig(imbalance="none", qat_distill=0.25)
+    args = training_args(cfg, 0, tiny_trainer_parts["out"], epochs=1, lr=1e-3, evaluate=False)
+
+    def loss(teacher, distill, training=True):
+        t = make_trainer(tiny_trainer_parts["model"], args, tiny_trainer_parts["ds"], tiny_trainer_parts["ds"],
+                         tiny_trainer_parts["collator"], cfg, tiny_trainer_parts["labels"], 2,
+                         teacher=teacher, distill=distill)
+        s = Fixed(student).train(training)
+        return float(t.compute_loss(s, dict(batch)))
+
+    ce = float(F.cross_entropy(student, batch["labels"]))
+    T = DISTILL_TEMPERATURE
+    kl = float(F.kl_div(F.log_softmax(student / T, -1), F.softmax(teacher_logits / T, -1), reduction="batchmean")) * T * T
+    assert loss(Fixed(teacher_logits), 0.25) == pytest.approx(0.75 * ce + 0.25 * kl, rel=1e-5)
+    assert loss(Fixed(student), 1.0) == pytest.approx(0.0, abs=1e-6)        # a student equal to its teacher
+    assert loss(None, 0.25) == pytest.approx(ce, rel=1e-6)                  # no teacher: plain task loss
+    assert loss(Fixed(teacher_logits), 0.25, training=False) == pytest.approx(ce, rel=1e-6)  # eval: task loss
