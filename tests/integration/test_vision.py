@@ -154,6 +154,24 @@ def test_torchvision_weights_file_loads_backbone_and_keeps_new_head(tmp_path):
     assert model.net.fc.out_features == 3
 
 
+def test_random_init_mobilenet_v3_gets_default_batchnorm_momentum_pretrained_keeps_its_own(tmp_path):
+    import torch
+    import torchvision
+
+    from edgeft.config import VisionConfig
+    from edgeft.models.vision import TorchvisionFamily
+
+    def momenta(model):
+        return {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+    fam = TorchvisionFamily("torchvision:mobilenet_v3_small", VisionConfig(image_size=32))
+    assert momenta(torchvision.models.mobilenet_v3_small(weights=None)) == {0.01}   # torchvision's choice
+    with pytest.warns(UserWarning, match="random initialization"):
+        assert momenta(fam.new_model(["a", "b"])) == {0.1}
+    torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), tmp_path / "m.pth")
+    assert momenta(fam.new_model(["a", "b"], weights=str(tmp_path / "m.pth"))) == {0.01}
+
+
 def test_hf_mobilenet_v2_built_from_config_runs_the_flow(stripes, loose_vision_target, tmp_path):
     out = tmp_path / "out"
     r = run("run", "--model", "hf-config:mobilenet_v2", "--data", stripes, "--image-size", "32", "--epochs", "1",
