@@ -36,3 +36,33 @@ def test_build_config_overrides_merge_nested_values():
     cfg = build_config({"train": {"lr": 1e-3}}, base)
     assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3
     assert isinstance(cfg, RunConfig)
+
+
+def test_cli_help_defaults_match_the_config_defaults():
+    """Every `[default: X]` the CLI prints for an option that maps to a config field equals that
+    field's default, so help text cannot drift from the code."""
+    import re
+
+    from edgeft.cli.commands import cli
+    from edgeft.config import RunConfig, TrainConfig, VisionConfig
+
+    fields = {**{k: f.default for k, f in RunConfig.model_fields.items()},
+              **{k: f.default for k, f in TrainConfig.model_fields.items()},
+              **{k: f.default for k, f in VisionConfig.model_fields.items()}}
+    fields["targets"] = RunConfig().targets[0]
+    checked = 0
+    for param in cli.commands["run"].params:
+        m = re.search(r"\[default: ([^\]]+)\]", getattr(param, "help", "") or "")
+        if not m or param.name not in fields or param.name == "data":   # data: prose for builtin:smarthome
+            continue
+        shown, default = m.group(1).split(" = ")[0].strip(), fields[param.name]
+        if isinstance(default, bool):
+            assert shown == ("on" if default else "off"), param.name
+        elif isinstance(default, (int, float)):
+            assert float(shown) == float(default), (param.name, shown, default)
+        elif default is None:
+            continue                       # "random init", "none": prose for an unset optional field
+        else:
+            assert shown == str(default), (param.name, shown, default)
+        checked += 1
+    assert checked >= 30
