@@ -38,6 +38,7 @@ class RunContext:
     config: RunConfig
     manifest: Manifest
     log: Callable[[str], None] = log
+    forced: bool = False            # the running stage was asked to redo everything (--force)
     _splits: Any = field(default=None, repr=False)
 
     def splits(self):
@@ -97,6 +98,7 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
     work.mkdir(parents=True)
     ctx.log(f"{name}: started")
     t0 = time.time()
+    ctx.forced = force
     try:
         artifacts = stage.run(ctx, work)
     except BaseException:

@@ -7,6 +7,9 @@ Writes (``finetune/``):
     baseline_test_logits.npy                               baseline logits on the test split (verify uses them)
     qat/modelopt_state.pth                                 the quantized model (ModelOpt state + weights)
     metrics.json                                           baseline and QAT metrics, data report, calibration
+    baseline_key.txt                                       what the baseline depends on (see ``baseline_key``)
+When a re-run changes only calibration or QAT settings (``--qat-epochs``, ``--qat-distill``, ``--calib-method``,
+...) the previous baseline is reused instead of retrained, after its files are checked against the manifest.
 Runs on CUDA when present, CPU otherwise. Training uses transformers ``Trainer``.
 
 Raises:
@@ -28,7 +31,11 @@ NAME = "finetune"
 DISTRIBUTED = True      # under torchrun every rank trains (Trainer runs DDP); the pipeline keeps rank 0's files
 
 
-def fingerprint(ctx) -> str:
+BASELINE_KEY = "baseline_key.txt"
+QAT_ONLY = {"qat_epochs", "qat_lr_scale", "qat_distill"}     # train.* fields the FP32 baseline does not use
+
+
+def _inputs(ctx) -> dict:
     cfg = ctx.config
     data = ctx.splits()
     part = {"model": cfg.model, "weights": cfg.weights, "vision": cfg.vision.model_dump(),
@@ -41,7 +48,20 @@ def fingerprint(ctx) -> str:
     else:
         part["model_files"] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                                      for p in Path(cfg.model).iterdir() if p.is_file())
-    return ctx.fingerprint(NAME, part, [])
+    return part
+
+
+def fingerprint(ctx) -> str:
+    return ctx.fingerprint(NAME, _inputs(ctx), [])
+
+
+def baseline_key(ctx) -> str:
+    """What the FP32 baseline depends on: the stage's inputs less calibration and the QAT settings."""
+    part = _inputs(ctx)
+    part.pop("calibration")
+    part.pop("calib_method")
+    part["train"] = {k: v for k, v in part["train"].items() if k not in QAT_ONLY}
+    return ctx.fingerprint(f"{NAME}/baseline", part, [])
 
 
 def headline(task: str) -> str:
@@ -96,6 +116,7 @@ def run(ctx, work: Path) -> list[Artifact]:
         Artifact("qat/modelopt_state.pth", "model/pytorch-int8-fakequant", NAME, parents=[weights],
                  metrics={f"test_{m}": q_test}),
         Artifact("metrics.json", "metrics/finetune", NAME),
+        Artifact(BASELINE_KEY, "meta/baseline-key", NAME),
     ]
 
 
@@ -131,11 +152,35 @@ def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
                      "unfreeze_schedule": unfreeze}
 
 
+def _reuse_baseline(ctx, family, data: SplitData, work: Path, key: str):
+    """The previous run's baseline, when only calibration/QAT settings changed and its files are intact."""
+    from edgeft.fileio import read_json, sha256_file
+
+    prev = ctx.run_dir / NAME
+    if ctx.forced or not (prev / BASELINE_KEY).is_file() or (prev / BASELINE_KEY).read_text() != key:
+        return None
+    for name in ("baseline/model.safetensors", "baseline_test_logits.npy"):
+        a = ctx.manifest.artifact(f"{NAME}/{name}")
+        if a is None or not (prev / name).is_file() or sha256_file(prev / name) != a.sha256:
+            return None
+    shutil.copytree(prev / "baseline", work / "baseline")
+    shutil.copy2(prev / "baseline_test_logits.npy", work / "baseline_test_logits.npy")
+    (work / BASELINE_KEY).write_text(key)
+    ctx.log("finetune: FP32 baseline reused from the previous run (only calibration/QAT settings changed; "
+            "--force retrains it)")
+    return family.load_saved(work / "baseline", data.labels), read_json(prev / "metrics.json")["baseline"]
+
+
 def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
-    """Fine-tune in FP32 (best validation epoch kept; best search trial kept); save it and its test logits."""
+    """Fine-tune in FP32 (best validation epoch kept; best search trial kept); save it and its test logits.
+    Reuses the previous run's baseline when nothing it depends on changed (see ``baseline_key``)."""
     from edgeft.search import better, trials
     from edgeft.training import best_metric
 
+    bkey = baseline_key(ctx)
+    reused = _reuse_baseline(ctx, family, data, work, bkey)
+    if reused:
+        return reused
     cfg = ctx.config
     m, key = headline(data.task), "validation_" + best_metric(cfg.train, data.task)
     best, best_summary, records = None, None, []
@@ -156,6 +201,7 @@ def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
     family.save(best.model, work / "baseline")
     ctx.log(f"finetune: baseline weights digest {weights_digest(best.model)}")
     np.save(work / "baseline_test_logits.npy", logits.astype(np.float32))
+    (work / BASELINE_KEY).write_text(bkey)
     return best.model, {**best_summary, f"test_{m}": test, "search": records if len(plan) > 1 else None}
 
 

@@ -93,3 +93,19 @@ def test_qat_distillation_from_the_baseline_runs_and_is_recorded(tiny_model_dir,
     assert 0.0 <= m["qat"]["test_accuracy"] <= 1.0
     r = CliRunner().invoke(cli, ["finetune", str(tmp_path / "x"), "--qat-distill", "1.5"])
     assert r.exit_code == 1 and "train.qat_distill" in r.output and "less than or equal to 1" in r.output
+
+
+def test_changing_only_qat_settings_reuses_the_fp32_baseline(tiny_model_dir, intents_csv, tmp_path):
+    out = tmp_path / "o"
+    m1, log1 = finetune(out, tiny_model_dir, intents_csv, "--epochs", "1")
+    assert "baseline reused" not in log1
+    weights = (out / "finetune/baseline/model.safetensors").read_bytes()
+    m2, log2 = finetune(out, tiny_model_dir, intents_csv, "--epochs", "1", "--qat-epochs", "1", "--qat-distill", "0.3")
+    assert "FP32 baseline reused" in log2 and m2["qat"]["mode"] == "qat" and m2["qat"]["distill"] == 0.3
+    assert (out / "finetune/baseline/model.safetensors").read_bytes() == weights
+    assert m2["baseline"] == m1["baseline"]
+    _, log3 = finetune(out, tiny_model_dir, intents_csv, "--epochs", "1", "--qat-epochs", "1", "--qat-distill",
+                       "0.3", "--force")
+    assert "baseline reused" not in log3                                  # --force retrains everything
+    _, log4 = finetune(out, tiny_model_dir, intents_csv, "--epochs", "1", "--lr", "5e-4")
+    assert "baseline reused" not in log4                                  # a baseline setting changed
