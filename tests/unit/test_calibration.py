@@ -17,3 +17,12 @@ def test_calibration_fingerprint_changes_with_samples_and_seed():
     assert a != fingerprint(texts, spec.model_copy(update={"seed": 1}))
     full = spec.model_copy(update={"num_samples": 500})
     assert fingerprint(texts, full) != fingerprint(texts[:-1] + ["changed"], full)
+
+
+def test_shipped_calibration_is_entropy():
+    from edgeft.calibration import CalibrationSpec
+    from edgeft.targets import REPO_ROOT
+    from edgeft.yamlio import load_yaml
+
+    spec = CalibrationSpec.model_validate(load_yaml(REPO_ROOT / "calibration/default.yaml"))
+    assert spec.method == "entropy" and spec.split == "train"
