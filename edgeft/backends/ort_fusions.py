@@ -13,12 +13,13 @@ equal (the rest moved by an int8 step downstream). FP32: max logit difference 4.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
-from edgeft.backends.qdq_ort import _constants
-from edgeft.backends.qdq_ort_conv import _consumers, _producers, prune_dead, topological_sort
+from edgeft.backends.onnx_graph import constants as _constants
+from edgeft.backends.onnx_graph import consumers as _consumers
+from edgeft.backends.onnx_graph import producers as _producers
+from edgeft.backends.onnx_graph import prune_dead, topological_sort
 
 MASK_INPUT = "attention_mask"
 

@@ -21,17 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeft.backends.onnx_graph import attr as _attr
+from edgeft.backends.onnx_graph import constants as _constants
+from edgeft.backends.onnx_graph import constants_through_identity, producers
+
 Q_OPS = ("QuantizeLinear", "DequantizeLinear")
-
-
-def _constants(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return out
 
 
 def _float_cast_sources(graph) -> dict[str, str]:
@@ -203,6 +197,36 @@ def int8_embedding_tables(graph, min_rows: int = 1024) -> dict[str, Any]:
     return {"int8_embedding_tables": changed, "embedding_max_abs_error": worst}
 
 
+def quantize_gemm_bias(graph) -> int:
+    """``Gemm(DQ(x), DQ(w), b)`` runs as ORT's int8 ``QGemm`` only with the bias as int32 on the
+    ``s_x * s_w`` grid (as ORT's own quantizer writes it): add that DQ. Returns Gemms changed."""
+    from onnx import helper, numpy_helper
+
+    consts, prod = constants_through_identity(graph), producers(graph)
+    changed = 0
+    for g in [n for n in graph.node if n.op_type == "Gemm" and len(n.input) == 3 and n.input[2] in consts]:
+        dx, dw = prod.get(g.input[0]), prod.get(g.input[1])
+        if any(d is None or d.op_type != "DequantizeLinear" or d.input[1] not in consts for d in (dx, dw)):
+            continue
+        if _attr(g, "transB", 0) != 1 or _attr(g, "transA", 0) != 0 or _attr(g, "beta", 1.0) != 1.0:
+            continue
+        sx, sw, b = consts[dx.input[1]], consts[dw.input[1]], consts[g.input[2]]
+        if sx.size != 1 or b.ndim != 1 or sw.size not in (1, b.size) or (sw.size > 1 and _attr(dw, "axis", 1) != 0):
+            continue
+        scale = (float(sx) * sw.astype(np.float64)).reshape(-1)
+        scale = np.broadcast_to(scale, b.shape) if scale.size == 1 else scale
+        q = np.clip(np.rint(b / scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+        base = f"{g.name or g.output[0]}_bias_int32"
+        graph.initializer.extend([numpy_helper.from_array(q, base),
+                                  numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"),
+                                  numpy_helper.from_array(np.zeros_like(q), f"{base}_zp")])
+        graph.node.insert(list(graph.node).index(g), helper.make_node(
+            "DequantizeLinear", [base, f"{base}_scale", f"{base}_zp"], [f"{base}_dq"], name=f"{base}_DQ", axis=0))
+        g.input[2] = f"{base}_dq"
+        changed += 1
+    return changed
+
+
 def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None) -> dict[str, Any]:
     """Apply the passes in place on an ``onnx.ModelProto``; returns what changed.
 
@@ -213,7 +237,7 @@ def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list
 
     removed = dedupe(model.graph, _constants(model.graph))
     info: dict[str, Any] = {"duplicate_qdq_removed": removed}
-    info["gemm_bias_int32"] = qdq_ort_conv.quantize_gemm_bias(model.graph)
+    info["gemm_bias_int32"] = quantize_gemm_bias(model.graph)
     if qdq_ort_conv.has_quantized_conv(model.graph):
         if calibration_feeds:
             info.update(qdq_ort_conv.complete_conv_qdq(model, calibration_feeds))

@@ -26,36 +26,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from edgeft.backends.qdq_ort import _constants
-
-
-def _consts(graph) -> dict[str, np.ndarray]:
-    """Initializers and Constant outputs, and Identity nodes of those (the exporter aliases shared BN
-    parameters that way)."""
-    out = _constants(graph)
-    for n in graph.node:
-        if n.op_type == "Identity" and n.input[0] in out:
-            out[n.output[0]] = out[n.input[0]]
-    return out
-
-
-def _consumers(graph) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for n in graph.node:
-        for name in n.input:
-            out.setdefault(name, []).append(n)
-    return out
-
-
-def _producers(graph) -> dict[str, Any]:
-    return {o: n for n in graph.node for o in n.output}
-
-
-def _attr(node, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return a.f if a.type == a.FLOAT else a.i
-    return default
+from edgeft.backends.onnx_graph import attr as _attr
+from edgeft.backends.onnx_graph import constants_through_identity as _consts
+from edgeft.backends.onnx_graph import consumers as _consumers
+from edgeft.backends.onnx_graph import producers as _producers
+from edgeft.backends.onnx_graph import prune_dead, topological_sort
 
 
 def has_quantized_conv(graph) -> bool:
@@ -292,80 +267,6 @@ def insert_qdq(graph, ranges: dict[str, tuple[float, float]]) -> int:
         graph.node.insert(at, dq)
         graph.node.insert(at, q)
     return len(ranges)
-
-
-def prune_dead(graph) -> int:
-    """Drop nodes whose outputs nobody reads, and initializers no node reads."""
-    outputs = {o.name for o in graph.output}
-    removed = 0
-    while True:
-        read = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if not any(o in read for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-        removed += len(dead)
-    read = {i for n in graph.node for i in n.input}
-    for init in [i for i in graph.initializer if i.name not in read]:
-        graph.initializer.remove(init)
-    return removed
-
-
-def quantize_gemm_bias(graph) -> int:
-    """``Gemm(DQ(x), DQ(w), b)`` runs as ORT's int8 ``QGemm`` only with the bias as int32 on the
-    ``s_x * s_w`` grid (as ORT's own quantizer writes it): add that DQ. Returns Gemms changed."""
-    from onnx import helper, numpy_helper
-
-    consts, prod = _consts(graph), _producers(graph)
-    changed = 0
-    for g in [n for n in graph.node if n.op_type == "Gemm" and len(n.input) == 3 and n.input[2] in consts]:
-        dx, dw = prod.get(g.input[0]), prod.get(g.input[1])
-        if any(d is None or d.op_type != "DequantizeLinear" or d.input[1] not in consts for d in (dx, dw)):
-            continue
-        if _attr(g, "transB", 0) != 1 or _attr(g, "transA", 0) != 0 or _attr(g, "beta", 1.0) != 1.0:
-            continue
-        sx, sw, b = consts[dx.input[1]], consts[dw.input[1]], consts[g.input[2]]
-        if sx.size != 1 or b.ndim != 1 or sw.size not in (1, b.size) or (sw.size > 1 and _attr(dw, "axis", 1) != 0):
-            continue
-        scale = (float(sx) * sw.astype(np.float64)).reshape(-1)
-        scale = np.broadcast_to(scale, b.shape) if scale.size == 1 else scale
-        q = np.clip(np.rint(b / scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-        base = f"{g.name or g.output[0]}_bias_int32"
-        graph.initializer.extend([numpy_helper.from_array(q, base),
-                                  numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"),
-                                  numpy_helper.from_array(np.zeros_like(q), f"{base}_zp")])
-        graph.node.insert(list(graph.node).index(g), helper.make_node(
-            "DequantizeLinear", [base, f"{base}_scale", f"{base}_zp"], [f"{base}_dq"], name=f"{base}_DQ", axis=0))
-        g.input[2] = f"{base}_dq"
-        changed += 1
-    return changed
-
-
-def topological_sort(graph) -> None:
-    """Reorder nodes so each comes after the producers of its inputs (rerouting can break the order)."""
-    produced_by = {o: i for i, n in enumerate(graph.node) for o in n.output}
-    nodes, order, state = list(graph.node), [], {}
-
-    def visit(i: int) -> None:
-        stack = [(i, False)]
-        while stack:
-            j, expanded = stack.pop()
-            if expanded:
-                if state.get(j) != 2:
-                    state[j] = 2
-                    order.append(nodes[j])
-                continue
-            if state.get(j):
-                continue
-            state[j] = 1
-            stack.append((j, True))
-            stack.extend((produced_by[x], False) for x in nodes[j].input if x in produced_by and not state.get(produced_by[x]))
-
-    for i in range(len(nodes)):
-        visit(i)
-    del graph.node[:]
-    graph.node.extend(order)
 
 
 def complete_conv_qdq(model, feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
