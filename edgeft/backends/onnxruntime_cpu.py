@@ -3,7 +3,8 @@
 Before ORT's optimizer: INT8 graphs get the ORT Q/DQ flavour (``qdq_ort``; CNNs also ``qdq_ort_conv``),
 every graph the attention fusion (``ort_fusions``). The engine is the graph after ONNX Runtime's own
 optimizer (Q/DQ units fold into ``MatMulIntegerToFloat``/``QLinearConv``/... int8 kernels), serialized
-with ``optimized_model_filepath``; the runtime opens it with optimizations disabled (or only the
+with ``optimized_model_filepath``, then biases folded and q/k/v projections packed into the attention
+node (``QAttention``/``Attention``); the runtime opens it with optimizations disabled (or only the
 hardware-specific layout pass, per target). ``engine.json`` records how to open it and where the math ran.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from edgeft.runtime.session import ENGINE_JSON, OrtSession
 
 INT8_OPS = {"MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul",
             "QLinearConv", "ConvInteger", "QGemm", "QAttention"}
-FLOAT_COMPUTE_OPS = {"MatMul", "Gemm", "Conv", "FusedMatMul", "FusedGemm", "FusedConv"}
+FLOAT_COMPUTE_OPS = {"MatMul", "Gemm", "Conv", "FusedMatMul", "FusedGemm", "FusedConv", "Attention"}
+LAYERS_PER_NODE = {"QAttention": 3, "Attention": 3}    # packed q, k, v projections
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -60,8 +62,9 @@ class OnnxRuntimeCPU:
             ort.InferenceSession(str(staged), so, providers=["CPUExecutionProvider"])
         finally:
             staged.unlink()
-        if precision == "int8":
-            rewrites["bias_folded_into_int8_matmul"] = _fold_bias(out_dir / "model.onnx")
+        after = _after_ort(out_dir / "model.onnx", precision == "int8", opts.fuse_attention)
+        rewrites.update(after.pop("rewrites"))
+        fusions.update(after)
         copy_sidecars(onnx_path.parent, out_dir)
         meta = {"backend": self.name, "target": target.name, "precision": precision, "qdq_rewrites": rewrites,
                 "fusions": fusions, "file": "model.onnx", "threads": target.device.threads,
@@ -85,23 +88,32 @@ def _feeds(npz: Path, batch: int = 16):
     return [{k: v[i:i + batch] for k, v in arrays.items()} for i in range(0, n, batch)]
 
 
-def _fold_bias(engine_file: Path) -> int:
+def _after_ort(engine_file: Path, int8: bool, attention: bool) -> dict[str, Any]:
+    """Passes over the graph ORT's optimizer wrote (they need its int8 kernels in place): Linear biases
+    into ``MatMulIntegerToFloat``, then q/k/v projections packed into the attention node."""
     import onnx
 
+    from edgeft.backends.ort_fusions import pack_attention
     from edgeft.backends.qdq_ort import fold_bias_into_matmul_integer
 
     model = onnx.load(str(engine_file))
-    n = fold_bias_into_matmul_integer(model)
-    if n:
+    out: dict[str, Any] = {"rewrites": {}}
+    if int8:
+        out["rewrites"]["bias_folded_into_int8_matmul"] = fold_bias_into_matmul_integer(model)
+    if attention:
+        packed = pack_attention(model)
+        out["packed_qkv_attention"] = packed["int8"] + packed["float"]
+    if sum(out["rewrites"].values()) or out.get("packed_qkv_attention"):
         onnx.save(model, str(engine_file))
-    return n
+    return out
 
 
 def where_it_ran(path: Path) -> dict[str, Any]:
     """Count compute nodes in int8 kernels vs float; a silent float fallback shows up here.
 
     ``int8_share`` is over the layers that carry weights (MatMul/Gemm/Conv with a constant input): those
-    are what quantization can move to int8. Activation x activation products (attention's QK^T and AV)
+    are what quantization can move to int8. A packed attention node (``QAttention``/``Attention``) counts
+    as its three q/k/v projections, so packing does not change the share. Activation x activation products (attention's QK^T and AV)
     are counted apart as ``float_activation_matmuls``.
     """
     import onnx
@@ -111,11 +123,12 @@ def where_it_ran(path: Path) -> dict[str, Any]:
     # a weight left in Q/DQ form (the kernel did not take it in int8) is still a weight
     weights |= {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
     ops = Counter(n.op_type for n in graph.node)
-    int8 = sum(v for k, v in ops.items() if k in INT8_OPS)
+    int8 = sum(v * LAYERS_PER_NODE.get(k, 1) for k, v in ops.items() if k in INT8_OPS)
     float_nodes = [n for n in graph.node if n.op_type in FLOAT_COMPUTE_OPS]
     float_weight = [n for n in float_nodes if any(i in weights for i in n.input)]
-    return {"int8_compute_nodes": int8, "float_compute_nodes": len(float_weight),
+    n_float = sum(LAYERS_PER_NODE.get(n.op_type, 1) for n in float_weight)
+    return {"int8_compute_nodes": int8, "float_compute_nodes": n_float,
             "float_weight_layers": [n.name for n in float_weight],
             "float_activation_matmuls": len(float_nodes) - len(float_weight),
-            "int8_share": round(int8 / (int8 + len(float_weight)), 4) if int8 + len(float_weight) else 0.0,
+            "int8_share": round(int8 / (int8 + n_float), 4) if int8 + n_float else 0.0,
             "op_counts": dict(ops.most_common())}

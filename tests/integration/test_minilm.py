@@ -17,8 +17,10 @@ def test_minilm_builtin_run_few_steps_builds_fully_int8_engine(tmp_path, loose_t
                                  "--qat-epochs", "1", "--out", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "compile/test-int8/engine/engine.json").read_text())
-    # MiniLM: 6 layers x 6 Linear layers, every one in an int8 kernel
-    assert meta["where_it_ran"]["op_counts"]["MatMulIntegerToFloat"] == 36
+    # MiniLM: 6 layers x 6 Linear layers, every one in an int8 kernel (q, k, v inside QAttention)
+    ops = meta["where_it_ran"]["op_counts"]
+    assert ops["MatMulIntegerToFloat"] == 18 and ops["QAttention"] == 6
+    assert meta["where_it_ran"]["int8_share"] == 1.0
     assert meta["qdq_rewrites"]["duplicate_qdq_removed"] > 0
     report = json.loads((out / "report.json").read_text())
     eng = next(e for e in report["engines"] if e["role"] == "engine")

@@ -64,23 +64,47 @@ def test_run_exits_zero_and_writes_reports(tiny_run):
 def test_run_int8_engine_runs_matmuls_in_int8_kernels(tiny_run):
     meta = json.loads((tiny_run["out"] / "compile/test-int8/engine/engine.json").read_text())
     wr = meta["where_it_ran"]
-    # 2 layers x (q, k, v, attention out, ffn in, ffn out) Linear layers
-    assert wr["op_counts"].get("MatMulIntegerToFloat", 0) == 12
+    # 2 layers x (attention out, ffn in, ffn out) Linear layers; q, k, v run inside QAttention
+    assert wr["op_counts"].get("MatMulIntegerToFloat", 0) == 6
     assert meta["qdq_rewrites"]["activations_to_uint8"] > 0
-    # attention (QK^T, softmax, AV) of both layers fused into ORT's MultiHeadAttention
-    assert meta["fusions"]["attention"] == 2 and wr["op_counts"]["MultiHeadAttention"] == 2
+    # attention (QK^T, softmax, AV) of both layers fused, then packed with its int8 q/k/v projections
+    assert meta["fusions"] == {"attention": 2, "packed_qkv_attention": 2}
+    assert wr["op_counts"]["QAttention"] == 2 and "MultiHeadAttention" not in wr["op_counts"]
     assert wr["float_activation_matmuls"] == 0 and "Softmax" not in wr["op_counts"]
     # pooler and classifier: ModelOpt quantizes them, compile gives their bias the int32 grid ORT's QGemm needs
     assert meta["qdq_rewrites"]["gemm_bias_int32"] == 2 and wr["op_counts"]["QGemm"] == 2
     assert wr["float_weight_layers"] == [] and wr["int8_share"] == 1.0
     ref = json.loads((tiny_run["out"] / "compile/test-int8/fp32-reference/engine.json").read_text())
-    assert ref["where_it_ran"]["int8_compute_nodes"] == 0 and ref["fusions"]["attention"] == 2
+    assert ref["where_it_ran"]["int8_compute_nodes"] == 0 and ref["fusions"]["packed_qkv_attention"] == 2
+    assert ref["where_it_ran"]["op_counts"]["Attention"] == 2 and ref["where_it_ran"]["int8_share"] == 0.0
+
+
+def _padded_feeds(batch: int = 3, seq: int = 24) -> dict:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, (batch, seq))
+    mask = np.ones_like(ids)
+    mask[1, 9:] = 0                       # padded rows: the mask must become the key padding mask
+    mask[2, 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def _logits(path, feeds) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(["logits"], {i.name: feeds[i.name] for i in sess.get_inputs()})[0]
+
+
+def test_fp32_reference_engine_keeps_exported_logits_with_padding(tiny_run):
+    """Every fusion in the FP32 engine (attention, packed q/k/v) computes what the export computes."""
+    feeds = _padded_feeds()
+    out = tiny_run["out"]
+    np.testing.assert_allclose(_logits(out / "compile/test-int8/fp32-reference/model.onnx", feeds),
+                               _logits(out / "export/fp32/model.onnx", feeds), atol=1e-4)
 
 
 def test_attention_fusion_keeps_fp32_logits_with_padding(tiny_run, tmp_path):
-    import numpy as np
     import onnx
-    import onnxruntime as ort
 
     from edgeft.backends.ort_fusions import fuse_attention
 
@@ -88,17 +112,8 @@ def test_attention_fusion_keeps_fp32_logits_with_padding(tiny_run, tmp_path):
     model = onnx.load(str(src))
     assert fuse_attention(model) == 2
     onnx.save(model, str(tmp_path / "fused.onnx"))
-    rng = np.random.default_rng(0)
-    ids = rng.integers(5, 100, (3, 24))
-    mask = np.ones_like(ids)
-    mask[1, 9:] = 0                       # padded rows: the mask must become the key padding mask
-    mask[2, 3:] = 0
-    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    outs = []
-    for path in (src, tmp_path / "fused.onnx"):
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        outs.append(sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})[0])
-    np.testing.assert_allclose(outs[1], outs[0], atol=1e-4)
+    feeds = _padded_feeds()
+    np.testing.assert_allclose(_logits(tmp_path / "fused.onnx", feeds), _logits(src, feeds), atol=1e-4)
 
 
 def test_run_manifest_records_every_artifact_with_valid_sha256(tiny_run):
@@ -140,6 +155,8 @@ def test_engine_rewrites_keep_outputs_of_the_plain_qdq_graph(tiny_run):
         a = eng.run(feeds)["logits"]
         b = plain.run(["logits"], {k: feeds[k] for k in [i.name for i in plain.get_inputs()]})[0]
         np.testing.assert_allclose(a, b, atol=1e-4)
+    feeds = _padded_feeds()                  # a padded batch through QAttention's key padding mask
+    np.testing.assert_allclose(eng.run(feeds)["logits"], _logits(out / "export/int8/model.onnx", feeds), atol=1e-4)
 
 
 def test_rerun_same_inputs_skips_every_stage(tiny_run):
