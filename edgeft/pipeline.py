@@ -4,10 +4,13 @@ Each stage module (``edgeft/stages/<name>.py``) exposes ``NAME``, ``fingerprint(
 ``run(ctx, work_dir) -> list[Artifact]`` (paths relative to ``work_dir``). The pipeline gives every
 stage a fresh temp folder ``.<name>.tmp``, renames it to ``<name>/`` only when the stage returned,
 and then records the artifacts (sha256, parents) in ``manifest.json``. A stage whose fingerprint
-(config it reads + sha256 of its inputs) is unchanged and whose files are intact is skipped.
+(config it reads + sha256 of its inputs + the source of the edgeft code it runs) is unchanged and whose
+files are intact is skipped, so upgrading edgeft redoes exactly the stages whose code changed.
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib
 import json
@@ -68,12 +71,61 @@ class RunContext:
                               fix=f"run `edgeft {stage} {self.run_dir}` (or `edgeft run --out {self.run_dir}`) first")
         return arts
 
-    def fingerprint(self, stage: str, config_part: Any, upstream: list[Artifact]) -> str:
+    def fingerprint(self, stage: str, config_part: Any, upstream: list[Artifact], code: bool = True,
+                    modules: tuple[str, ...] = ()) -> str:
+        """What a stage's outputs depend on; ``code``: include the source of the stage's edgeft code (its
+        module, what it imports, and ``modules`` it loads by name)."""
         from edgeft import __version__
 
         payload = {"stage": stage, "edgeft": __version__, "config": config_part,
                    "inputs": sorted((a.path, a.sha256) for a in upstream)}
+        if code:
+            payload["code"] = code_digest(f"edgeft.stages.{stage}", *modules)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _module_file(module: str) -> Path | None:
+    parts = module.split(".")[1:]
+    if not parts:
+        return PACKAGE_DIR / "__init__.py"
+    rel = Path(*parts)
+    for f in (PACKAGE_DIR / rel.with_suffix(".py"), PACKAGE_DIR / rel / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def edgeft_imports(module: str) -> list[str]:
+    """``module`` and every edgeft module it imports, transitively, read from the source (nothing is
+    imported): ``import edgeft.x``, ``from edgeft.x import y`` (``y`` too when it is a submodule). Modules
+    loaded by name at run time (backends) are not seen: a stage passes them to ``code_digest`` itself."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("edgeft.")]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.split(".")[0] == "edgeft":
+                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return sorted(seen)
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(*modules: str) -> str:
+    """sha256 over the source of ``modules`` and the edgeft modules they import, transitively."""
+    h = hashlib.sha256()
+    for name in sorted({m for module in modules for m in edgeft_imports(module)}):
+        h.update(name.encode() + b"\0" + _module_file(name).read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgeft.backends import REGISTRY
 from edgeft.manifest import Artifact
 from edgeft.targets import load_target
 
@@ -22,8 +23,9 @@ NAME = "compile"
 
 def fingerprint(ctx) -> str:
     upstream = [a for a in ctx.require("export") if a.kind.startswith("onnx/")]
-    targets = [load_target(t).model_dump() for t in ctx.config.targets]
-    return ctx.fingerprint(NAME, {"targets": targets}, upstream)
+    specs = [load_target(t) for t in ctx.config.targets]
+    backends = tuple(sorted({REGISTRY[t.backend].split(":")[0] for t in specs}))
+    return ctx.fingerprint(NAME, {"targets": [t.model_dump() for t in specs]}, upstream, modules=backends)
 
 
 def run(ctx, work: Path) -> list[Artifact]:

@@ -56,12 +56,13 @@ def fingerprint(ctx) -> str:
 
 
 def baseline_key(ctx) -> str:
-    """What the FP32 baseline depends on: the stage's inputs less calibration and the QAT settings."""
+    """What the FP32 baseline depends on: the stage's inputs less calibration and the QAT settings. Not
+    edgeft's code: a baseline trained by an earlier edgeft is reused (``--force`` retrains it)."""
     part = _inputs(ctx)
     part.pop("calibration")
     part.pop("calib_method")
     part["train"] = {k: v for k, v in part["train"].items() if k not in QAT_ONLY}
-    return ctx.fingerprint(f"{NAME}/baseline", part, [])
+    return ctx.fingerprint(f"{NAME}/baseline", part, [], code=False)
 
 
 def headline(task: str) -> str:
