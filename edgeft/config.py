@@ -18,7 +18,9 @@ BUILTIN_DATA = "builtin:smarthome"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # validate_default: defaults are coerced like given values (``qat_epochs`` default 1 -> 1.0), so a config
+    # built from options and the same config reloaded from manifest.json fingerprint alike
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class TrainConfig(Strict):

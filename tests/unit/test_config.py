@@ -66,3 +66,15 @@ def test_cli_help_defaults_match_the_config_defaults():
             assert shown == str(default), (param.name, shown, default)
         checked += 1
     assert checked >= 30
+
+
+def test_config_reloaded_from_manifest_json_is_identical():
+    """Stage commands rebuild the config from manifest.json; a value that changes type on the way (int
+    default 1 vs 1.0 from JSON) would change the stage fingerprints and redo a finished fine-tune."""
+    import json
+
+    for values in ({}, {"train": {"epochs": 3, "qat_epochs": 2}, "vision": {"image_size": 64}}):
+        cfg = build_config(values)
+        again = RunConfig.model_validate(json.loads(cfg.model_dump_json()))
+        assert json.dumps(again.model_dump(), sort_keys=True, default=str) == \
+            json.dumps(cfg.model_dump(), sort_keys=True, default=str)
