@@ -6,7 +6,7 @@ run's report), plus ORT `quantize_dynamic` (QInt8, per-channel) of the same FP32
 user would otherwise make by hand. Latency: batch 1, sequence 128, every engine in its own process,
 ROUNDS interleaved rounds, median of the per-round p50s; ratios against ORT FP32 in the same run.
 
-Usage: .venv/bin/python bench/sst2_minilm.py [--epochs 2] [--out bench/results/sst2] [--qat-distill 0.5]
+Usage: .venv/bin/python bench/sst2_minilm.py [--epochs 2] [--seed 0] [--out bench/results/sst2] [--qat-distill 0.5]
 """
 from __future__ import annotations
 
@@ -74,9 +74,11 @@ def dynamic_peer(run_dir: Path, out: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", default="2")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/sst2")
+    ap.add_argument("--seed", default="0", help="passed to edgeft run (training and validation split)")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/sst2 (seed 0), sst2-seed<N>")
     ap.add_argument("--qat-distill", default=None, help="passed to edgeft run (QAT distillation weight)")
     a = ap.parse_args()
+    a.out = a.out or REPO / ("bench/results/sst2" if a.seed == "0" else f"bench/results/sst2-seed{a.seed}")
     if not SST2.is_dir():
         sys.exit(f"SST-2 not found at {SST2}: this benchmark needs ../shared/data/sst2")
     a.out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ def main() -> None:
     run_dir = a.out / "run"
     t0 = time.time()
     p = run([sys.executable, "-m", "edgeft", "run", "--data", train, "--eval-data", dev, "--text-column", "text",
-             "--label-column", "label", "--epochs", a.epochs, "--out", run_dir,
+             "--label-column", "label", "--epochs", a.epochs, "--seed", a.seed, "--out", run_dir,
              *(["--qat-distill", a.qat_distill] if a.qat_distill else [])])
     if p.returncode not in (0, 3):
         sys.exit(p.returncode)
@@ -106,7 +108,7 @@ def main() -> None:
     fp32 = med["ORT FP32"]
     cpu = report["host"]["cpu"]
     lines = [f"SST-2 (train {report_counts(run_dir)['train']} / dev {len(dev_rows)}), all-MiniLM-L6-v2, "
-             f"{a.epochs} epochs + 1 QAT epoch; {cpu}, {os.cpu_count()} cores, {platform.platform()}; "
+             f"{a.epochs} epochs + 1 QAT epoch, seed {a.seed}; {cpu}, {os.cpu_count()} cores, {platform.platform()}; "
              f"stages took {stage_minutes(run_dir):.1f} min (this invocation {run_s / 60:.1f} min; finished stages are reused)",
              "", "| engine | dev accuracy | Δ vs baseline | p50 ms (b1, s128) | × ORT FP32 |", "|---|---|---|---|---|"]
     base = acc["PyTorch FP32 (baseline)"]
