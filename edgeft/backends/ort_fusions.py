@@ -126,6 +126,8 @@ def _int8_projection(node, consts):
             and w_scale in consts and (not w_zp or w_zp in consts) and (not bias or bias in consts)):
         return None
     cols = consts[w].shape[1]
+    if consts[w].ndim != 2 or (bias and consts[bias].shape != (cols,)):
+        return None
     return (a, a_scale, a_zp, consts[w], np.broadcast_to(consts[w_scale], (cols,)),
             np.broadcast_to(consts[w_zp], (cols,)) if w_zp else np.zeros(cols, np.int8),
             consts[bias] if bias else np.zeros(cols, np.float32))
@@ -137,7 +139,9 @@ def _float_projection(node, prod, consts):
         return None
     mm = next((prod[i] for i in node.input if i in prod and prod[i].op_type == "MatMul"), None)
     bias = next((i for i in node.input if i in consts), None)
-    if mm is None or bias is None or mm.input[1] not in consts:
+    if mm is None or bias is None or mm.input[1] not in consts or consts[mm.input[1]].ndim != 2:
+        return None
+    if consts[bias].shape != consts[mm.input[1]].shape[1:]:
         return None
     return mm.input[0], consts[mm.input[1]], consts[bias]
 
@@ -147,6 +151,8 @@ def pack_attention(model) -> dict[str, int]:
     node that computes q, k and v as a single GEMM over the concatenated weights, then attention:
     ``com.microsoft.QAttention`` over int8 ``MatMulIntegerToFloat`` projections (same uint8 input and
     scale; per-column weight scales kept), ``com.microsoft.Attention`` over float ``MatMul`` + ``Add``.
+    Only self-attention with q, k, v of one width (what BERT-family encoders export); anything else is
+    left as it is.
 
     QAttention computes the same int32 sums, scales and bias as the three projections: on the SST-2
     MiniLM INT8 engine all 872 dev logits were bitwise equal to the unpacked engine's. Measured on this
@@ -172,7 +178,7 @@ def pack_attention(model) -> dict[str, int]:
         mask = mha.input[4] if len(mha.input) == 5 else ""
         base = mha.name or f"attention_{sum(packed.values())}"
         q8 = [_int8_projection(p, consts) for p in projs]
-        if (all(q8) and len({(a, s, z) for a, s, z, *_ in q8}) == 1
+        if (all(q8) and len({(x, s, z, w.shape) for x, s, z, w, *_ in q8}) == 1
                 and consts.get(q8[0][1], np.zeros(2)).size == 1 and consts[q8[0][2]].size == 1):
             a, a_scale, a_zp = q8[0][:3]
             w = np.concatenate([p[3] for p in q8], 1)
@@ -180,7 +186,7 @@ def pack_attention(model) -> dict[str, int]:
             w_zp = np.concatenate([p[5] for p in q8])
             bias = np.concatenate([p[6] for p in q8]).astype(np.float32)
             names = [f"{base}_qkv_weight", f"{base}_qkv_bias", f"{base}_qkv_weight_scale", f"{base}_qkv_weight_zp"]
-            # symmetric weights: one scalar zero point (the kernel's fast path)
+            # symmetric weights (ModelOpt's): one scalar zero point
             zp = np.zeros((), np.int8) if not w_zp.any() else w_zp
             g.initializer.extend(numpy_helper.from_array(v, n) for v, n in zip((w, bias, w_scale, zp), names))
             node = helper.make_node("QAttention", [a, names[0], names[1], a_scale, names[2], mask, a_zp, names[3]],
@@ -188,7 +194,7 @@ def pack_attention(model) -> dict[str, int]:
             packed["int8"] += 1
         else:
             fp = [_float_projection(p, prod, consts) for p in projs]
-            if not all(fp) or len({x for x, *_ in fp}) != 1:
+            if not all(fp) or len({(x, w.shape) for x, w, _ in fp}) != 1:
                 continue
             names = [f"{base}_qkv_weight", f"{base}_qkv_bias"]
             g.initializer.extend([numpy_helper.from_array(np.concatenate([p[1] for p in fp], 1), names[0]),
