@@ -113,8 +113,8 @@ def where_it_ran(path: Path) -> dict[str, Any]:
 
     ``int8_share`` is over the layers that carry weights (MatMul/Gemm/Conv with a constant input): those
     are what quantization can move to int8. A packed attention node (``QAttention``/``Attention``) counts
-    as its three q/k/v projections, so packing does not change the share. Activation x activation products (attention's QK^T and AV)
-    are counted apart as ``float_activation_matmuls``.
+    as its three q/k/v projections, so packing does not change the share. Activation x activation
+    products (attention's QK^T and AV) are counted apart as ``float_activation_matmuls``.
     """
     import onnx
 

@@ -125,9 +125,9 @@ def _int8_projection(node, consts):
     if not (a_zp in consts and consts[a_zp].dtype == np.uint8 and w in consts and consts[w].dtype == np.int8
             and w_scale in consts and (not w_zp or w_zp in consts) and (not bias or bias in consts)):
         return None
-    cols = consts[w].shape[1]
-    if consts[w].ndim != 2 or (bias and consts[bias].shape != (cols,)):
+    if consts[w].ndim != 2 or (bias and consts[bias].shape != consts[w].shape[1:]):
         return None
+    cols = consts[w].shape[1]
     return (a, a_scale, a_zp, consts[w], np.broadcast_to(consts[w_scale], (cols,)),
             np.broadcast_to(consts[w_zp], (cols,)) if w_zp else np.zeros(cols, np.int8),
             consts[bias] if bias else np.zeros(cols, np.float32))
@@ -178,8 +178,9 @@ def pack_attention(model) -> dict[str, int]:
         mask = mha.input[4] if len(mha.input) == 5 else ""
         base = mha.name or f"attention_{sum(packed.values())}"
         q8 = [_int8_projection(p, consts) for p in projs]
-        if (all(q8) and len({(x, s, z, w.shape) for x, s, z, w, *_ in q8}) == 1
-                and consts.get(q8[0][1], np.zeros(2)).size == 1 and consts[q8[0][2]].size == 1):
+        one_input = all(q8) and len({(x, s, z, w.shape) for x, s, z, w, *_ in q8}) == 1
+        if one_input and q8[0][1] in consts and consts[q8[0][1]].size == 1 and consts[q8[0][2]].size == 1:
+            # one uint8 input with a per-tensor scale and zero point: what QAttention takes
             a, a_scale, a_zp = q8[0][:3]
             w = np.concatenate([p[3] for p in q8], 1)
             w_scale = np.concatenate([p[4] for p in q8]).astype(np.float32)
