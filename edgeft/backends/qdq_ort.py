@@ -11,7 +11,8 @@ exact: no value changes, only how the same int8 grid is expressed.
    (same grid, never negative, clips at 255 steps instead of 127) so ORT can drop the Relu.
 
 3. Large embedding tables stored int8 per row (``int8_embedding_tables``; target option
-   ``onnxruntime.int8_embeddings``): the only pass that is not exact.
+   ``onnxruntime.int8_embeddings``): exact only for tables already on that grid, which the finetune
+   stage ensures (``quant.modelopt_int8.snap_embeddings``).
 
 TensorRT wants the opposite (signed, zero point 0): never apply this to a TensorRT-bound graph.
 """
@@ -24,6 +25,7 @@ import numpy as np
 from edgeft.backends.onnx_graph import attr as _attr
 from edgeft.backends.onnx_graph import constants as _constants
 from edgeft.backends.onnx_graph import constants_through_identity, producers
+from edgeft.quant.grid import EMBEDDING_MIN_ROWS, per_row_int8
 
 Q_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -161,11 +163,12 @@ def fold_bias_into_matmul_integer(model) -> int:
     return folded
 
 
-def int8_embedding_tables(graph, min_rows: int = 1024) -> dict[str, Any]:
+def int8_embedding_tables(graph, min_rows: int = EMBEDDING_MIN_ROWS) -> dict[str, Any]:
     """Store large embedding tables as int8 with one scale per row, gathered before dequantizing:
     ``Gather(W, ids)`` -> ``Cast(Gather(W_int8, ids)) * Gather(row_scale, ids)``. Only the looked-up rows
-    are dequantized, so the engine file shrinks by ~3/4 of the table at no run-time cost. Not exact:
-    a symmetric per-row grid (the largest error is reported)."""
+    are dequantized, so the engine file shrinks by ~3/4 of the table at no run-time cost. A symmetric
+    per-row grid (``edgeft.quant.grid``): exact up to float rounding for a model whose tables the finetune
+    stage already put on that grid (``snap_embeddings``), lossy otherwise (the largest error is reported)."""
     from onnx import TensorProto, helper, numpy_helper
 
     inits = {i.name: i for i in graph.initializer}
@@ -177,9 +180,7 @@ def int8_embedding_tables(graph, min_rows: int = 1024) -> dict[str, Any]:
         if any(a.name == "axis" and a.i != 0 for a in node.attribute):
             continue
         w = numpy_helper.to_array(table)
-        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0
-        scale[scale == 0] = 1.0
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        q, scale = per_row_int8(w)
         worst = max(worst, float(np.abs(q * scale - w).max()))
         base, out = node.input[0], node.output[0]
         graph.initializer.remove(table)

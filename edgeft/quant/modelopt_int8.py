@@ -4,6 +4,7 @@ The config starts from ``mtq.INT8_DEFAULT_CFG`` (weights per-channel, activation
 calibration) and turns off the LayerNorm-input quantizers: they sit on the residual stream, whose
 outlier channels give a huge amax and coarse steps (measured on MiniLM/SST-2: PTQ -6.7 pt with them,
 -0.2 pt without). ONNX Runtime has no int8 LayerNorm kernel, so they would buy no speed either.
+Large embedding tables are put on the int8 grid the ORT engine stores them on (``snap_embeddings``).
 """
 from __future__ import annotations
 
@@ -70,6 +71,28 @@ def _histogram_calibrate(model, forward_loop, method: str, percentile: float) ->
             q.load_calib_amax()
         q.enable_quant()
         q.disable_calib()
+
+
+def snap_embeddings(model, min_rows: int | None = None) -> dict:
+    """Put every ``nn.Embedding`` table of at least ``min_rows`` rows on the per-row int8 grid the ONNX Runtime
+    engine stores it on (``edgeft.quant.grid``) and freeze it, so calibration, QAT and the fake-quant
+    accuracy see the values the engine will hold. Returns the tables snapped and the largest change."""
+    import numpy as np
+    import torch
+
+    from edgeft.quant.grid import EMBEDDING_MIN_ROWS, on_per_row_grid
+
+    names, worst = [], 0.0
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Embedding) and m.num_embeddings >= (min_rows or EMBEDDING_MIN_ROWS):
+            w = m.weight.detach().float().cpu().numpy()
+            snapped = on_per_row_grid(w)
+            worst = max(worst, float(np.abs(snapped - w).max()))
+            with torch.no_grad():
+                m.weight.copy_(torch.from_numpy(snapped).to(m.weight.device, m.weight.dtype))
+            m.weight.requires_grad_(False)
+            names.append(name)
+    return {"tables": names, "max_abs_change": worst}
 
 
 def count_quantizers(model) -> dict[str, int]:

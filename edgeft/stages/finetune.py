@@ -207,7 +207,8 @@ def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
 
 
 def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Path):
-    """Insert INT8 quantizers, calibrate on the calibration set, train briefly at a lower lr (QAT)."""
+    """Put large embedding tables on the engine's int8 grid, insert INT8 quantizers, calibrate on the
+    calibration set, train briefly at a lower lr (QAT)."""
     from edgeft.quant import modelopt_int8
 
     cfg = ctx.config
@@ -226,6 +227,10 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
 
         teacher = copy.deepcopy(model).eval().requires_grad_(False)    # quantize() changes model in place
         ctx.log(f"finetune: QAT distills from the FP32 baseline (weight {cfg.train.qat_distill})")
+    snapped = modelopt_int8.snap_embeddings(model)
+    if snapped["tables"]:
+        ctx.log(f"finetune: embedding tables {snapped['tables']} put on the engine's int8 per-row grid and frozen "
+                f"(largest change {snapped['max_abs_change']:.2e})")
     ctx.log(f"finetune: INT8 calibration ({calib.method}) on {min(calib.num_samples, len(texts))} {calib.split} samples")
     qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile)
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
@@ -244,7 +249,7 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     sens = _sensitivity(ctx, trainer, ds, data.task)
     qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "distill": cfg.train.qat_distill if teacher else 0.0,
            f"validation_{m}": val, f"test_{m}": test,
-           "quantizers": modelopt_int8.count_quantizers(trainer.model), "sensitivity": sens}
+           "quantizers": modelopt_int8.count_quantizers(trainer.model), "int8_embeddings": snapped, "sensitivity": sens}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
 
 
