@@ -287,7 +287,7 @@ def test_finetune_alone_with_quant_ptq_calibrates_only(tiny_model_dir, intents_c
     assert m["calibration"]["method"] == "entropy" and "INT8 calibration (entropy)" in r.output
 
 
-def test_int8_embedding_tables_shrink_the_engine_and_keep_its_decisions(tiny_run, tmp_path):
+def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, tmp_path):
     import shutil
 
     import onnxruntime as ort
@@ -304,7 +304,8 @@ def test_int8_embedding_tables_shrink_the_engine_and_keep_its_decisions(tiny_run
     eng_dir = run_dir / "compile/test-int8/engine"
     meta = json.loads((eng_dir / "engine.json").read_text())
     assert meta["qdq_rewrites"]["int8_embedding_tables"] == 1           # word embeddings (30522 rows)
-    assert 0 < meta["qdq_rewrites"]["embedding_max_abs_error"] < 0.01
+    # finetune put the table on this grid before QAT: storing it int8 changes nothing
+    assert meta["qdq_rewrites"]["embedding_max_abs_error"] < 1e-6
     plain_size = (tiny_run["out"] / "compile/test-int8/engine/model.onnx").stat().st_size
     assert (eng_dir / "model.onnx").stat().st_size < 0.5 * plain_size
     eng = open_engine(eng_dir)
@@ -314,4 +315,4 @@ def test_int8_embedding_tables_shrink_the_engine_and_keep_its_decisions(tiny_run
         feeds = pre([t], eng.input_names)
         a = eng.run(feeds)["logits"]
         b = plain.run(["logits"], {k: feeds[k] for k in [i.name for i in plain.get_inputs()]})[0]
-        np.testing.assert_allclose(a, b, atol=0.05)
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -52,3 +52,33 @@ def test_percentile_calibration_clips_below_max_and_entropy_runs(tiny_model_dir)
 def test_unknown_method_is_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="unknown calibration method"):
         _quantized(tiny_model_dir, "kl")
+
+
+def test_snapped_embedding_tables_are_what_the_engine_stores(tiny_model_dir):
+    """The finetune stage puts large tables on the engine's per-row int8 grid and freezes them: the ORT
+    pass then stores exactly those values, and small tables (positions) stay float and trainable."""
+    import numpy as np
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeft.backends.qdq_ort import int8_embedding_tables
+    from edgeft.models.hf_text import load_classifier
+    from edgeft.quant.modelopt_int8 import snap_embeddings
+
+    model = load_classifier(tiny_model_dir, ["a", "b"])
+    words, positions = model.bert.embeddings.word_embeddings, model.bert.embeddings.position_embeddings
+    before_w, before_p = words.weight.detach().clone(), positions.weight.detach().clone()
+    info = snap_embeddings(model)
+    assert info["tables"] == ["bert.embeddings.word_embeddings"] and 0 < info["max_abs_change"] < 0.01
+    assert not words.weight.requires_grad and positions.weight.requires_grad
+    assert torch.equal(positions.weight, before_p) and not torch.equal(words.weight, before_w)
+
+    table = words.weight.detach().numpy()
+    graph = helper.make_graph([helper.make_node("Gather", ["W", "ids"], ["out"], name="g")], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, table.shape[1]])],
+                              [numpy_helper.from_array(table, "W")])
+    info = int8_embedding_tables(graph)
+    assert info["int8_embedding_tables"] == 1 and info["embedding_max_abs_error"] < 1e-6
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    np.testing.assert_allclose(inits["W_int8"] * inits["W_row_scale"], table, rtol=0, atol=1e-6)
