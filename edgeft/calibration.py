@@ -22,8 +22,9 @@ class CalibrationSpec(Strict):
     seed: int = 0
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(128, ge=8)
-    method: Literal["max", "entropy", "percentile", "mse"] = Field(
-        "max", description="activation amax: max (ModelOpt default) or from a histogram: entropy, percentile, mse")
+    method: Literal["max", "entropy", "percentile", "mse", "auto"] = Field(
+        "max", description="activation amax: max (ModelOpt default), from a histogram (entropy, percentile, mse), "
+                           "or auto: per layer role the one of max/entropy/percentile closest to the FP32 model")
     percentile: float = Field(99.99, gt=50, le=100, description="with method: percentile")
 
 

@@ -91,7 +91,7 @@ class RunConfig(Strict):
     vision: VisionConfig = Field(default_factory=lambda: VisionConfig())
     targets: list[str] = Field(default_factory=lambda: ["x86-avx512-int8"], min_length=1)
     calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
-    calib_method: Literal["max", "entropy", "percentile", "mse"] | None = Field(
+    calib_method: Literal["max", "entropy", "percentile", "mse", "auto"] | None = Field(
         None, description="override the calibration set's method for this run")
     keep_fp32: list[str] = Field(default_factory=list, description="blocks exported without Q/DQ (e.g. bert.encoder.layer.5)")
     fallback: int = Field(0, ge=0, description="on an accuracy gate failure keep up to N most sensitive blocks in FP32")

@@ -74,7 +74,7 @@ def config_options(f):
         click.option("--report-to", type=click.Choice(["none", "tensorboard"]),
                      help="Log training curves to TensorBoard (RUN_DIR/tensorboard/) [default: none]."),
         click.option("--calibration", help="Calibration set: name in calibration/ or a YAML path [default: default]."),
-        click.option("--calib-method", type=click.Choice(["max", "entropy", "percentile", "mse"]),
+        click.option("--calib-method", type=click.Choice(["max", "entropy", "percentile", "mse", "auto"]),
                      help="Activation calibration for this run (overrides the calibration set's method)."),
         click.option("--quant", type=click.Choice(["qat", "ptq"]),
                      help="qat: calibrate then train with fake-quant; ptq: calibrate only (= --qat-epochs 0) [default: qat]."),

@@ -227,12 +227,20 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
 
         teacher = copy.deepcopy(model).eval().requires_grad_(False)    # quantize() changes model in place
         ctx.log(f"finetune: QAT distills from the FP32 baseline (weight {cfg.train.qat_distill})")
+    error = _fidelity_error(model, family, data, calib) if calib.method == "auto" else None
     snapped = modelopt_int8.snap_embeddings(model)
     if snapped["tables"]:
         ctx.log(f"finetune: embedding tables {snapped['tables']} put on the engine's int8 per-row grid and frozen "
                 f"(largest change {snapped['max_abs_change']:.2e})")
     ctx.log(f"finetune: INT8 calibration ({calib.method}) on {min(calib.num_samples, len(texts))} {calib.split} samples")
-    qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile)
+    auto: dict = {}
+    qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile, error=error, report=auto)
+    if auto:
+        ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {AUTO_SAMPLES} validation samples, one method for all "
+                + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items())
+                + f"; per role {auto['error']:.4f}:")
+        for role, method in auto["chosen"].items():
+            ctx.log(f"    {role:60s} {method}")
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
     trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, _ckpt_dir(ctx), epochs=epochs,
@@ -250,7 +258,38 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "distill": cfg.train.qat_distill if teacher else 0.0,
            f"validation_{m}": val, f"test_{m}": test,
            "quantizers": modelopt_int8.count_quantizers(trainer.model), "int8_embeddings": snapped, "sensitivity": sens}
-    return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib)}
+    return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib), **({"auto": auto} if auto else {})}
+
+
+AUTO_SAMPLES = 256
+
+
+def _fidelity_error(model, family, data: SplitData, calib):
+    """For ``--calib-method auto``: mean squared difference between a model's outputs and the FP32 model's
+    (``model`` as it is now) on up to ``AUTO_SAMPLES`` validation examples (never test)."""
+    import torch
+
+    from edgeft.calibration import select_indices
+
+    texts = [e.text for e in data.validation] or [e.text for e in data.train]
+    pick = [texts[i] for i in select_indices(len(texts), calib.model_copy(update={"num_samples": AUTO_SAMPLES}))]
+    chunks = [pick[i:i + calib.batch_size] for i in range(0, len(pick), calib.batch_size)]
+
+    def outputs(m) -> list:
+        device = next(m.parameters()).device
+        was_training = m.training
+        m.eval()
+        with torch.no_grad():
+            out = [m(**{k: v.to(device) for k, v in family.feeds(c, calib.max_length).items()}).logits.float()
+                   for c in chunks]
+        m.train(was_training)
+        return out
+
+    reference = outputs(model)
+
+    def error(m) -> float:
+        return float(sum(((a - b) ** 2).sum() for a, b in zip(outputs(m), reference)) / sum(r.numel() for r in reference))
+    return error
 
 
 def _ckpt_dir(ctx) -> Path:

@@ -82,3 +82,44 @@ def test_snapped_embedding_tables_are_what_the_engine_stores(tiny_model_dir):
     assert info["int8_embedding_tables"] == 1 and info["embedding_max_abs_error"] < 1e-6
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     np.testing.assert_allclose(inits["W_int8"] * inits["W_row_scale"], table, rtol=0, atol=1e-6)
+
+
+def test_auto_calibration_chooses_per_role_no_worse_than_any_single_method(tiny_model_dir):
+    """``auto``: one method per role, chosen on an error function; the chosen mix is at least as close as
+    the best single method, and q/k/v (one input tensor) keep one shared scale."""
+    import copy
+
+    import torch
+
+    from edgeft.models.hf_text import load_classifier, load_tokenizer
+    from edgeft.quant.modelopt_int8 import quantize
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_classifier(tiny_model_dir, ["a", "b"]).eval()
+    texts = ["turn on the kitchen lights please", "play some jazz", "what is the weather tomorrow",
+             "set an alarm for seven", "dim the bedroom lamp"] * 4
+    feeds = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = model(**feeds).logits
+
+    def error(m):
+        with torch.no_grad():
+            return float(((m(**feeds).logits - reference) ** 2).mean())
+
+    def batches():
+        for i in range(0, len(texts), 5):
+            yield tok(texts[i:i + 5], padding=True, return_tensors="pt")
+
+    report: dict = {}
+    q = quantize(copy.deepcopy(model), batches, "auto", 99.9, error=error, report=report)
+    assert set(report["single_method_error"]) == {"max", "entropy", "percentile"}
+    assert report["error"] <= min(report["single_method_error"].values()) + 1e-12
+    assert abs(error(q) - report["error"]) < 1e-9                       # the model is left with the chosen mix
+    assert "bert.encoder.layer.#.output.dense" in report["chosen"]
+    qkv = [r for r in report["chosen"] if "attention.self.query" in r]
+    assert len(qkv) == 1 and "attention.self.key" in qkv[0] and "attention.self.value" in qkv[0]
+    layer = q.bert.encoder.layer[0].attention.self
+    assert float(layer.query.input_quantizer.amax) == float(layer.key.input_quantizer.amax) == float(layer.value.input_quantizer.amax)
+    with pytest.raises(ValueError, match="error function"):
+        quantize(copy.deepcopy(model), batches, "auto")
