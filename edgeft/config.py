@@ -37,6 +37,9 @@ class TrainConfig(Strict):
     qat_distill: float = Field(0.0, ge=0, le=1, description="QAT loss weight of distillation from the FP32 "
                                "baseline (KL at temperature 2; regression: MSE to its output); the rest is the "
                                "task loss; 0 = off")
+    qat_keep: Literal["closer", "always"] = Field(
+        "closer", description="closer: keep the QAT weights only when they bring the quantized model closer to the "
+                              "FP32 baseline (output MSE on validation) than calibration alone did; always: keep them")
     max_steps: int = Field(-1, description="cap on optimizer steps per phase (-1 = no cap); for smoke runs")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"

@@ -43,6 +43,9 @@ def config_options(f):
         click.option("--qat-epochs", type=float, help="Epochs of quantization-aware training; 0 = PTQ only [default: 1]."),
         click.option("--qat-distill", type=float,
                      help="QAT: weight (0-1) of distillation from the FP32 baseline in the loss [default: 0]."),
+        click.option("--qat-keep", type=click.Choice(["closer", "always"]),
+                     help="closer: keep QAT's weights only if they bring the INT8 model closer to the FP32 baseline on "
+                          "validation than calibration alone; always: keep them [default: closer]."),
         click.option("--batch-size", type=int, help="Training batch size [default: 16]."),
         click.option("--lr", type=float, help="Learning rate [default: 1e-4]."),
         click.option("--max-length", type=int, help="Max tokens per input [default: 128]."),
@@ -77,7 +80,8 @@ def config_options(f):
         click.option("--calib-method", type=click.Choice(["max", "entropy", "percentile", "mse", "auto"]),
                      help="Activation calibration for this run (overrides the calibration set's method)."),
         click.option("--quant", type=click.Choice(["qat", "ptq"]),
-                     help="qat: calibrate then train with fake-quant; ptq: calibrate only (= --qat-epochs 0) [default: qat]."),
+                     help="qat: calibrate then train with fake-quant (--qat-epochs, 1 unless given); ptq: calibrate only "
+                          "(= --qat-epochs 0) [default: qat]."),
         click.option("--keep-fp32", "keep_fp32", multiple=True,
                      help="A block to leave unquantized (a group name from the sensitivity table); repeatable."),
         click.option("--fallback", type=int,
@@ -93,7 +97,7 @@ def config_options(f):
 
 
 VISION_KEYS = {"image_size", "augment", "hflip", "crop_scale", "color_jitter"}
-TRAIN_KEYS = {"epochs", "qat_epochs", "qat_distill", "batch_size", "lr", "max_length", "max_steps", "optimizer", "scheduler",
+TRAIN_KEYS = {"epochs", "qat_epochs", "qat_distill", "qat_keep", "batch_size", "lr", "max_length", "max_steps", "optimizer", "scheduler",
               "warmup_ratio", "weight_decay", "dropout", "max_grad_norm", "grad_accum", "precision",
               "label_smoothing", "imbalance", "best_metric", "early_stopping_patience", "gradual_unfreeze",
               "report_to"}
@@ -106,6 +110,13 @@ def overrides(kw: dict[str, Any]) -> dict[str, Any]:
         if kw.get("qat_epochs"):
             raise click.BadParameter("--quant ptq trains no QAT epochs; drop --qat-epochs", param_hint="--quant")
         kw["qat_epochs"] = 0.0
+    elif quant == "qat":
+        if kw.get("qat_epochs") == 0:
+            raise click.BadParameter("--quant qat needs QAT epochs; drop --qat-epochs 0", param_hint="--quant")
+        if kw.get("qat_epochs") is None:            # a run recorded with --quant ptq gets QAT back
+            from edgeft.config import TrainConfig
+
+            kw["qat_epochs"] = TrainConfig.model_fields["qat_epochs"].default
     for key, value in kw.items():
         if value is None or value == () or key == "print_config":
             continue

@@ -32,7 +32,7 @@ DISTRIBUTED = True      # under torchrun every rank trains (Trainer runs DDP); t
 
 
 BASELINE_KEY = "baseline_key.txt"
-QAT_ONLY = {"qat_epochs", "qat_lr_scale", "qat_distill"}     # train.* fields the FP32 baseline does not use
+QAT_ONLY = {"qat_epochs", "qat_lr_scale", "qat_distill", "qat_keep"}     # train.* fields the FP32 baseline does not use
 
 
 def _inputs(ctx) -> dict:
@@ -227,14 +227,15 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
 
         teacher = copy.deepcopy(model).eval().requires_grad_(False)    # quantize() changes model in place
         ctx.log(f"finetune: QAT distills from the FP32 baseline (weight {cfg.train.qat_distill})")
-    error = _fidelity_error(model, family, data, calib) if calib.method == "auto" else None
+    error = _fidelity_error(model, family, data, calib)
     snapped = modelopt_int8.snap_embeddings(model)
     if snapped["tables"]:
         ctx.log(f"finetune: embedding tables {snapped['tables']} put on the engine's int8 per-row grid and frozen "
                 f"(largest change {snapped['max_abs_change']:.2e})")
     ctx.log(f"finetune: INT8 calibration ({calib.method}) on {min(calib.num_samples, len(texts))} {calib.split} samples")
     auto: dict = {}
-    qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile, error=error, report=auto)
+    qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile,
+                                    error=error if calib.method == "auto" else None, report=auto)
     if auto:
         ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {AUTO_SAMPLES} validation samples, one method for all "
                 + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items())
@@ -245,9 +246,20 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
     trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, _ckpt_dir(ctx), epochs=epochs,
                        lr=cfg.train.lr * cfg.train.qat_lr_scale, evaluate=False, teacher=teacher)
+    fidelity = {"calibrated": error(qmodel)}
     if cfg.train.qat_epochs > 0:
+        calibrated = {k: v.detach().clone() for k, v in qmodel.state_dict().items()}
         ctx.log(f"finetune: quantization-aware training, {cfg.train.qat_epochs} epoch(s)")
         trainer.train()
+        fidelity["qat"] = error(trainer.model)
+        fidelity["kept"] = "qat"
+        if cfg.train.qat_keep == "closer" and fidelity["qat"] > fidelity["calibrated"]:
+            trainer.model.load_state_dict(calibrated)
+            fidelity["kept"] = "calibrated"
+        ctx.log(f"finetune: output MSE to the FP32 baseline on validation: calibrated {fidelity['calibrated']:.4f}, "
+                f"after QAT {fidelity['qat']:.4f}; kept the {fidelity['kept']} weights"
+                + (" (QAT moved the model away from the baseline; --qat-keep always keeps them)"
+                   if fidelity["kept"] == "calibrated" else ""))
     _drop_checkpoints(trainer, _ckpt_dir(ctx))
     m = headline(data.task)
     val, _ = _evaluate(trainer, ds["validation"], data.task)
@@ -257,7 +269,7 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     sens = _sensitivity(ctx, trainer, ds, data.task)
     qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "distill": cfg.train.qat_distill if teacher else 0.0,
            f"validation_{m}": val, f"test_{m}": test,
-           "quantizers": modelopt_int8.count_quantizers(trainer.model), "int8_embeddings": snapped, "sensitivity": sens}
+           "quantizers": modelopt_int8.count_quantizers(trainer.model), "int8_embeddings": snapped, "fidelity_mse": fidelity, "sensitivity": sens}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib), **({"auto": auto} if auto else {})}
 
 
@@ -265,7 +277,7 @@ AUTO_SAMPLES = 256
 
 
 def _fidelity_error(model, family, data: SplitData, calib):
-    """For ``--calib-method auto``: mean squared difference between a model's outputs and the FP32 model's
+    """For ``--calib-method auto`` and the QAT keep-check: mean squared difference between a model's outputs and the FP32 model's
     (``model`` as it is now) on up to ``AUTO_SAMPLES`` validation examples (never test)."""
     import torch
 

@@ -287,6 +287,48 @@ def test_finetune_alone_with_quant_ptq_calibrates_only(tiny_model_dir, intents_c
     assert m["calibration"]["method"] == "entropy" and "INT8 calibration (entropy)" in r.output
 
 
+def test_qat_that_moves_away_from_the_baseline_is_not_kept(tiny_model_dir, intents_csv, tmp_path, monkeypatch):
+    """A QAT epoch that moves the model away from the FP32 baseline (here: training followed by large weight
+    noise): ``--qat-keep closer`` (default) keeps the calibrated weights, ``always`` keeps QAT's; the saved
+    model holds the kept weights."""
+    import torch
+    from transformers import Trainer
+
+    out = tmp_path / "out"
+    common = ("--model", tiny_model_dir, "--data", intents_csv, "--text-column", "utterance", "--label-column",
+              "category", "--epochs", "2", "--max-length", "32", "--calib-method", "max")
+    r = invoke("finetune", out, *common, "--quant", "ptq")
+    assert r.exit_code == 0, r.output
+    calibrated = json.loads((out / "finetune/metrics.json").read_text())["qat"]
+    state = out / "finetune/qat/modelopt_state.pth"
+    key = "bert.encoder.layer.0.intermediate.dense.weight"
+    calibrated_w = torch.load(state, weights_only=False)["model_state_dict"][key]
+
+    real_train = Trainer.train
+
+    def train_then_wreck(self, *args, **kwargs):
+        result = real_train(self, *args, **kwargs)
+        if any("quantizer" in n for n, _ in self.model.named_modules()):      # the QAT trainer only
+            torch.manual_seed(0)
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    if "encoder" in n and n.endswith("weight") and p.dim() == 2:
+                        p.add_(torch.randn_like(p) * p.std() * 3)
+        return result
+
+    monkeypatch.setattr(Trainer, "train", train_then_wreck)
+    for keep, expected in (("closer", "calibrated"), ("always", "qat")):
+        r = invoke("finetune", out, *common, "--quant", "qat", "--qat-keep", keep)
+        assert r.exit_code == 0, r.output
+        q = json.loads((out / "finetune/metrics.json").read_text())["qat"]
+        f = q["fidelity_mse"]
+        assert f["kept"] == expected and f["qat"] > f["calibrated"], f
+        assert ("kept the calibrated weights" in r.output) == (expected == "calibrated")
+        assert "FP32 baseline reused" in r.output
+        saved_w = torch.load(state, weights_only=False)["model_state_dict"][key]
+        assert torch.equal(saved_w, calibrated_w) == (expected == "calibrated")
+
+
 def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, tmp_path):
     import shutil
 
