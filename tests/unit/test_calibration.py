@@ -19,10 +19,10 @@ def test_calibration_fingerprint_changes_with_samples_and_seed():
     assert fingerprint(texts, full) != fingerprint(texts[:-1] + ["changed"], full)
 
 
-def test_shipped_calibration_is_entropy():
+def test_shipped_calibration_is_auto_on_train():
     from edgeft.calibration import CalibrationSpec
     from edgeft.targets import REPO_ROOT
     from edgeft.yamlio import load_yaml
 
     spec = CalibrationSpec.model_validate(load_yaml(REPO_ROOT / "calibration/default.yaml"))
-    assert spec.method == "entropy" and spec.split == "train"
+    assert spec.method == "auto" and spec.split == "train"
