@@ -97,12 +97,16 @@ def main() -> None:
     labels = json.loads((run_dir / "finetune/data/labels.json").read_text())
     dev_rows = [json.loads(x) for x in open(run_dir / "finetune/data/test.jsonl", encoding="utf-8")]
     peer = dynamic_peer(run_dir, a.out / "peer-quantize-dynamic")
+    qat = json.loads((run_dir / "finetune/metrics.json").read_text())["qat"]
+    calib = json.loads((run_dir / "finetune/metrics.json").read_text())["calibration"]["method"]
+    kept = qat.get("fidelity_mse", {}).get("kept", "qat" if qat["mode"] == "qat" else "calibrated")
+    mine = f"edgeft INT8 ({calib} calibration, {'QAT weights' if kept == 'qat' else 'QAT not kept' if qat['mode'] == 'qat' else 'PTQ'})"
     acc = {"PyTorch FP32 (baseline)": report["baseline"]["accuracy"], "ORT FP32": eng["fp32-reference"]["accuracy"],
-           "ORT quantize_dynamic (peer)": accuracy(peer, dev_rows, labels), "edgeft INT8 (QAT, static Q/DQ)": eng["engine"]["accuracy"]}
+           "ORT quantize_dynamic (peer)": accuracy(peer, dev_rows, labels), mine: eng["engine"]["accuracy"]}
     engines = {"PyTorch FP32 (baseline)": ("torch", run_dir / "finetune/baseline"),
                "ORT FP32": ("ort", run_dir / "compile/x86-avx512-int8/fp32-reference"),
                "ORT quantize_dynamic (peer)": ("ort", peer),
-               "edgeft INT8 (QAT, static Q/DQ)": ("ort", run_dir / "compile/x86-avx512-int8/engine")}
+               mine: ("ort", run_dir / "compile/x86-avx512-int8/engine")}
     med = interleaved_p50({name: [sys.executable, "-c", TORCH_LATENCY, path] if kind == "torch"
                            else ort_latency_cmd(path, SHAPE) for name, (kind, path) in engines.items()}, ROUNDS)
     fp32 = med["ORT FP32"]
@@ -117,7 +121,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     (a.out / "table.md").write_text(table + "\n")
-    (a.out / "results.json").write_text(json.dumps({"accuracy": acc, "median_p50_ms": med}, indent=1))
+    (a.out / "results.json").write_text(json.dumps({"accuracy": acc, "median_p50_ms": med,
+                                                    "engine_agreement": eng["engine"]["top1_agreement"],
+                                                    "qat_fidelity_mse": qat.get("fidelity_mse")}, indent=1))
 
 
 def report_counts(run_dir: Path) -> dict:
