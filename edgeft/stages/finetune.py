@@ -269,7 +269,8 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     sens = _sensitivity(ctx, trainer, ds, data.task)
     qat = {"mode": "qat" if cfg.train.qat_epochs > 0 else "ptq", "distill": cfg.train.qat_distill if teacher else 0.0,
            f"validation_{m}": val, f"test_{m}": test,
-           "quantizers": modelopt_int8.count_quantizers(trainer.model), "int8_embeddings": snapped, "fidelity_mse": fidelity, "sensitivity": sens}
+           "quantizers": modelopt_int8.count_quantizers(trainer.model), "int8_embeddings": snapped,
+           "fidelity_mse": fidelity, "sensitivity": sens}
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib), **({"auto": auto} if auto else {})}
 
 
@@ -277,23 +278,23 @@ AUTO_SAMPLES = 256
 
 
 def _fidelity_error(model, family, data: SplitData, calib):
-    """For ``--calib-method auto`` and the QAT keep-check: mean squared difference between a model's outputs and the FP32 model's
-    (``model`` as it is now) on up to ``AUTO_SAMPLES`` validation examples (never test)."""
+    """For ``--calib-method auto`` and the QAT keep-check: mean squared difference between a model's outputs
+    and the FP32 model's (``model`` as it is now) on up to ``AUTO_SAMPLES`` validation examples (never test);
+    the inputs are prepared once (at most 256 examples) and reused by every evaluation."""
     import torch
 
     from edgeft.calibration import select_indices
 
     texts = [e.text for e in data.validation] or [e.text for e in data.train]
     pick = [texts[i] for i in select_indices(len(texts), calib.model_copy(update={"num_samples": AUTO_SAMPLES}))]
-    chunks = [pick[i:i + calib.batch_size] for i in range(0, len(pick), calib.batch_size)]
+    feeds = [family.feeds(pick[i:i + calib.batch_size], calib.max_length) for i in range(0, len(pick), calib.batch_size)]
 
     def outputs(m) -> list:
         device = next(m.parameters()).device
         was_training = m.training
         m.eval()
         with torch.no_grad():
-            out = [m(**{k: v.to(device) for k, v in family.feeds(c, calib.max_length).items()}).logits.float()
-                   for c in chunks]
+            out = [m(**{k: v.to(device) for k, v in f.items()}).logits.float() for f in feeds]
         m.train(was_training)
         return out
 
