@@ -82,6 +82,14 @@ def training_args(train_cfg, seed: int, out: Path, *, epochs: float, lr: float, 
         use_cpu=not cuda, dataloader_num_workers=0, save_safetensors=True, disable_tqdm=False)
 
 
+def fp32_forward(model):
+    """Take the mixed-precision wrapper that Trainer (through accelerate) puts on ``model.forward`` under
+    bf16/fp16 training back off, so the model computes in FP32 again; a no-op without one. Returns the model."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
+
+
 def target_scale(label_ids: Sequence[float]) -> tuple[float, float]:
     v = np.asarray(label_ids, dtype=np.float64)
     return float(v.mean()), float(v.std()) or 1.0

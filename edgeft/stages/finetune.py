@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.calibration import batches, fingerprint as calib_fingerprint, load_calibration
+from edgeft.distributed import check_devices
 from edgeft.data.loading import SplitData, save_splits
 from edgeft.fileio import write_json_atomic
 from edgeft.manifest import Artifact
@@ -71,9 +72,17 @@ def headline(task: str) -> str:
 
 
 def _evaluate(trainer, ds, task: str) -> tuple[float, np.ndarray]:
-    from edgeft.training import regression_metrics
+    """The model's metric and outputs in full FP32. Trainer wraps the model's forward in the training
+    precision's autocast (bf16/fp16 on CUDA); the baseline the engines are judged against, and the INT8
+    fake-quant scores, must not carry that rounding: the wrapper is taken off and CPU autocast paused."""
+    from edgeft.training import fp32_forward, regression_metrics
 
-    out = trainer.predict(ds)
+    fp32_forward(trainer.model)
+    cpu_amp, trainer.use_cpu_amp = trainer.use_cpu_amp, False
+    try:
+        out = trainer.predict(ds)
+    finally:
+        trainer.use_cpu_amp = cpu_amp
     if task == "regression":
         return regression_metrics((out.predictions, out.label_ids))["rmse"], out.predictions
     return float((out.predictions.argmax(-1) == out.label_ids).mean()), out.predictions
@@ -87,6 +96,7 @@ def run(ctx, work: Path) -> list[Artifact]:
 
     cfg = ctx.config
     _check_reporting(cfg.train.report_to)
+    check_devices()
     data = ctx.splits()
     _log_data(ctx, data)
     save_splits(data, work / "data")
@@ -284,17 +294,19 @@ def _fidelity_error(model, family, data: SplitData, calib):
     import torch
 
     from edgeft.calibration import select_indices
+    from edgeft.training import fp32_forward
 
     texts = [e.text for e in data.validation] or [e.text for e in data.train]
     pick = [texts[i] for i in select_indices(len(texts), calib.model_copy(update={"num_samples": AUTO_SAMPLES}))]
     feeds = [family.feeds(pick[i:i + calib.batch_size], calib.max_length) for i in range(0, len(pick), calib.batch_size)]
 
     def outputs(m) -> list:
+        fp32_forward(m)                     # a model Trainer trained under bf16 is compared in FP32
         device = next(m.parameters()).device
         was_training = m.training
         m.eval()
         with torch.no_grad():
-            out = [m(**{k: v.to(device) for k, v in f.items()}).logits.float() for f in feeds]
+            out = [m(**{k: v.to(device) for k, v in f.items()}).logits.float().cpu() for f in feeds]
         m.train(was_training)
         return out
 

@@ -18,7 +18,7 @@ def test_torchrun_two_cpu_ranks_agree_and_only_rank0_writes(tiny_model_dir, inte
            "-m", "edgeft", "finetune", str(out), "--model", str(tiny_model_dir), "--data", str(intents_csv),
            "--text-column", "utterance", "--label-column", "category", "--epochs", "2", "--lr", "1e-3",
            "--max-length", "32", "--qat-epochs", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}   # CPU ranks, also on a GPU machine
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

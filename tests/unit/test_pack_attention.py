@@ -29,7 +29,8 @@ def _graph(q_source: str):
     graph = helper.make_graph(nodes, "g", [f32("x"), f32("y"),
                                            helper.make_tensor_value_info("mask", TensorProto.INT32, [1, SEQ])],
                               [f32("out")], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+                             ir_version=8)                     # any ORT >= 1.20 loads it
 
 
 def _run(model, feeds):

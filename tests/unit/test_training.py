@@ -169,3 +169,56 @@ def test_qat_distillation_blends_task_loss_with_kl_to_the_teacher(tiny_trainer_p
     assert loss(Fixed(student), 1.0) == pytest.approx(0.0, abs=1e-6)        # a student equal to its teacher
     assert loss(None, 0.25) == pytest.approx(ce, rel=1e-6)                  # no teacher: plain task loss
     assert loss(Fixed(teacher_logits), 0.25, training=False) == pytest.approx(ce, rel=1e-6)  # eval: task loss
+
+
+def test_evaluation_is_fp32_even_under_a_mixed_precision_trainer(tmp_path):
+    """The baseline's test outputs (what every engine is compared against) and the fake-quant scores come
+    from `_evaluate`: under bf16 training, Trainer wraps forward in autocast (accelerate on CUDA, CPU AMP
+    here); `_evaluate` must still return the FP32 model's outputs. On an H200 the bf16-evaluated baseline
+    disagreed with the FP32 ORT engine of the same weights on 0.3% of SST-2 dev."""
+    import torch
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from edgeft.stages.finetune import _evaluate
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=3))
+    ids = torch.randint(0, 100, (24, 16))
+    ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * 16] * 24,
+                            "labels": [i % 3 for i in range(24)]})
+    args = TrainingArguments(str(tmp_path), bf16=True, use_cpu=True, per_device_train_batch_size=8, max_steps=2,
+                             report_to=[], disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=ds)
+    trainer.train()
+    fp32 = BertForSequenceClassification(model.config).eval()
+    fp32.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        ref = fp32(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.numpy()
+    assert np.abs(trainer.predict(ds).predictions - ref).max() > 1e-6    # the rounding _evaluate must avoid
+    acc, out = _evaluate(trainer, ds, "classification")
+    assert np.abs(out - ref).max() < 1e-6
+    assert acc == pytest.approx(float((ref.argmax(-1) == np.arange(24) % 3).mean()))
+    assert trainer.use_cpu_amp                                            # the trainer itself is left as it was
+
+
+def test_ddp_with_more_ranks_than_gpus_fails_early_with_the_fix(monkeypatch):
+    import torch
+
+    from edgeft.distributed import check_devices
+    from edgeft.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError) as e:
+        check_devices()
+    assert "2 training processes" in str(e.value) and "--nproc_per_node 1" in str(e.value)
+    assert "CUDA_VISIBLE_DEVICES=''" in str(e.value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_devices()                                      # one GPU per rank
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    check_devices()                                      # CPU ranks (gloo): any number
