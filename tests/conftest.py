@@ -14,10 +14,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def max_calibration_in_tests(tmp_path_factory):
-    """The shipped calibration set uses entropy, whose ModelOpt implementation spends seconds per quantizer
-    in Python (about 15 extra minutes over this suite). Tests run on a copy that calibrates with max;
-    entropy itself is covered in tests/unit/test_quant.py, and test_shipped_calibration_is_entropy checks
-    the shipped file."""
+    """The shipped calibration set uses auto (max, entropy and percentile ranges, chosen per layer role);
+    entropy's ModelOpt implementation spends seconds per quantizer in Python (about 15 extra minutes over this
+    suite). Tests run on a copy that calibrates with max; auto and entropy are covered in
+    tests/unit/test_quant.py, and test_shipped_calibration_is_auto_on_train checks the shipped file."""
     import yaml
 
     folder = tmp_path_factory.mktemp("calibration")
