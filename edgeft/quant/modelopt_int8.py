@@ -9,6 +9,7 @@ Large embedding tables are put on the int8 grid the ORT engine stores them on (`
 from __future__ import annotations
 
 import copy
+import contextlib
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -23,6 +24,24 @@ def int8_config() -> dict:
     cfg = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
     cfg["quant_cfg"].append({"quantizer_name": "*", "parent_class": "nn.LayerNorm", "enable": False})
     return cfg
+
+
+@contextlib.contextmanager
+def _scratch_tempdir():
+    """ModelOpt writes the source of each quantized attention class it generates (BERT's SDPA attention)
+    to a ``modelopt_*.py`` file in the temp folder and never removes it: one file per run. Those calls
+    run with the temp folder pointed at a scratch folder that is removed afterwards (the file only names
+    the generated code in tracebacks)."""
+    import shutil
+    import tempfile
+
+    scratch, previous = tempfile.mkdtemp(prefix="edgeft-modelopt-"), tempfile.tempdir
+    tempfile.tempdir = scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 METHODS = ("max", "entropy", "percentile", "mse", "auto")
@@ -47,11 +66,12 @@ def quantize(model, calib_batches: Callable[[], Iterable[dict]], method: str = "
                 m(**{k: v.to(next(m.parameters()).device) for k, v in feeds.items()})
 
     model.eval()
-    if method == "max":
-        return mtq.quantize(model, int8_config(), forward_loop)
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS}")
-    model = mtq.quantize(model, int8_config(), forward_loop=None)   # quantizers in place, weights calibrated
+    with _scratch_tempdir():
+        if method == "max":
+            return mtq.quantize(model, int8_config(), forward_loop)
+        model = mtq.quantize(model, int8_config(), forward_loop=None)   # quantizers in place, weights calibrated
     if method == "auto":
         if error is None:
             raise ValueError("calibration method 'auto' needs an error function to choose by")
@@ -201,4 +221,5 @@ def restore(base_model, state_path: Path):
     """Rebuild the quantized model: the baseline architecture + the saved quantizers and weights."""
     import modelopt.torch.opt as mto
 
-    return mto.restore(base_model, str(state_path))
+    with _scratch_tempdir():
+        return mto.restore(base_model, str(state_path))

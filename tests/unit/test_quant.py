@@ -1,8 +1,11 @@
 """ModelOpt INT8 quantization: the config edgeft uses and the calibration methods."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
@@ -123,3 +126,33 @@ def test_auto_calibration_chooses_per_role_no_worse_than_any_single_method(tiny_
     assert float(layer.query.input_quantizer.amax) == float(layer.key.input_quantizer.amax) == float(layer.value.input_quantizer.amax)
     with pytest.raises(ValueError, match="error function"):
         quantize(copy.deepcopy(model), batches, "auto")
+
+
+def test_quantize_and_restore_leave_no_files_in_the_temp_folder(tiny_model_dir, tmp_path):
+    """ModelOpt writes a modelopt_*.py per generated attention class into the temp folder and keeps it;
+    edgeft's calls leave the temp folder as they found it. A fresh process: ModelOpt generates the class
+    once per process."""
+    import os
+    import subprocess
+    import sys
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code = f"""
+import torch
+from edgeft.models.hf_text import load_classifier, load_tokenizer
+from edgeft.quant import modelopt_int8
+tok = load_tokenizer({str(tiny_model_dir)!r})
+model = load_classifier({str(tiny_model_dir)!r}, ["a", "b"])
+batches = lambda: [tok(["turn on the lights", "play jazz"], return_tensors="pt", padding=True)]
+q = modelopt_int8.quantize(model, batches, "max")
+path = modelopt_int8.save(q, __import__("pathlib").Path({str(tmp_path / "state")!r}))
+modelopt_int8.restore(load_classifier({str(tiny_model_dir)!r}, ["a", "b"]), path)
+print("quantizers", modelopt_int8.count_quantizers(q)["enabled"])
+"""
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=str(REPO_ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "quantizers" in proc.stdout and "saved to" in proc.stdout + proc.stderr     # ModelOpt did write one
+    assert sorted(p.name for p in tmp.iterdir()) == []
