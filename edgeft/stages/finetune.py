@@ -249,9 +249,11 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     if auto:
         ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {AUTO_SAMPLES} validation samples, one method for all "
                 + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items())
-                + f"; per role {auto['error']:.4f}:")
+                + f"; per role {auto['role_error']:.4f}:")
         for role, method in auto["chosen"].items():
             ctx.log(f"    {role:60s} {method}")
+        ctx.log(f"finetune: calibration auto, per unit: {len(auto['refined'])} of {auto['units']} changed, "
+                f"error {auto['error']:.4f}" + "".join(f"\n    {u:60s} {c}" for u, c in auto["refined"].items()))
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
     trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, _ckpt_dir(ctx), epochs=epochs,
