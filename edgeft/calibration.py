@@ -24,7 +24,8 @@ class CalibrationSpec(Strict):
     max_length: int = Field(128, ge=8)
     method: Literal["max", "entropy", "percentile", "mse", "auto"] = Field(
         "max", description="activation amax: max (ModelOpt default), from a histogram (entropy, percentile, mse), "
-                           "or auto: per layer role the one of max/entropy/percentile closest to the FP32 model")
+                           "or auto: per layer role the one of max/entropy/percentile closest to the FP32 model, "
+                           "then refined per tensor")
     percentile: float = Field(99.99, gt=50, le=100, description="with method: percentile")
 
 
