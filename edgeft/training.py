@@ -90,6 +90,17 @@ def fp32_forward(model):
     return extract_model_from_parallel(model, keep_fp32_wrapper=False)
 
 
+def predict_fp32(trainer, ds):
+    """``trainer.predict`` in FP32: under bf16/fp16 training Trainer wraps the model's forward in autocast
+    (through accelerate on CUDA, its own CPU AMP otherwise); the wrapper is taken off and CPU AMP paused."""
+    fp32_forward(trainer.model)
+    cpu_amp, trainer.use_cpu_amp = trainer.use_cpu_amp, False
+    try:
+        return trainer.predict(ds)
+    finally:
+        trainer.use_cpu_amp = cpu_amp
+
+
 def target_scale(label_ids: Sequence[float]) -> tuple[float, float]:
     v = np.asarray(label_ids, dtype=np.float64)
     return float(v.mean()), float(v.std()) or 1.0

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.calibration import batches, fingerprint as calib_fingerprint, load_calibration
-from edgeft.distributed import check_devices
 from edgeft.data.loading import SplitData, save_splits
+from edgeft.distributed import check_devices
 from edgeft.fileio import write_json_atomic
 from edgeft.manifest import Artifact
 
@@ -72,17 +72,11 @@ def headline(task: str) -> str:
 
 
 def _evaluate(trainer, ds, task: str) -> tuple[float, np.ndarray]:
-    """The model's metric and outputs in full FP32. Trainer wraps the model's forward in the training
-    precision's autocast (bf16/fp16 on CUDA); the baseline the engines are judged against, and the INT8
-    fake-quant scores, must not carry that rounding: the wrapper is taken off and CPU autocast paused."""
-    from edgeft.training import fp32_forward, regression_metrics
+    """The model's metric and outputs, in FP32 whatever the training precision: the baseline the engines
+    are judged against and the INT8 fake-quant scores must not carry bf16 rounding."""
+    from edgeft.training import predict_fp32, regression_metrics
 
-    fp32_forward(trainer.model)
-    cpu_amp, trainer.use_cpu_amp = trainer.use_cpu_amp, False
-    try:
-        out = trainer.predict(ds)
-    finally:
-        trainer.use_cpu_amp = cpu_amp
+    out = predict_fp32(trainer, ds)
     if task == "regression":
         return regression_metrics((out.predictions, out.label_ids))["rmse"], out.predictions
     return float((out.predictions.argmax(-1) == out.label_ids).mean()), out.predictions
