@@ -97,8 +97,8 @@ def main() -> None:
     labels = json.loads((run_dir / "finetune/data/labels.json").read_text())
     dev_rows = [json.loads(x) for x in open(run_dir / "finetune/data/test.jsonl", encoding="utf-8")]
     peer = dynamic_peer(run_dir, a.out / "peer-quantize-dynamic")
-    qat = json.loads((run_dir / "finetune/metrics.json").read_text())["qat"]
-    calib = json.loads((run_dir / "finetune/metrics.json").read_text())["calibration"]["method"]
+    metrics = json.loads((run_dir / "finetune/metrics.json").read_text())
+    qat, calib = metrics["qat"], metrics["calibration"]["method"]
     kept = qat.get("fidelity_mse", {}).get("kept", "qat" if qat["mode"] == "qat" else "calibrated")
     mine = f"edgeft INT8 ({calib} calibration, {'QAT weights' if kept == 'qat' else 'QAT not kept' if qat['mode'] == 'qat' else 'PTQ'})"
     acc = {"PyTorch FP32 (baseline)": report["baseline"]["accuracy"], "ORT FP32": eng["fp32-reference"]["accuracy"],

@@ -299,7 +299,6 @@ def test_qat_that_moves_away_from_the_baseline_is_not_kept(tiny_model_dir, inten
               "category", "--epochs", "2", "--max-length", "32", "--calib-method", "max")
     r = invoke("finetune", out, *common, "--quant", "ptq")
     assert r.exit_code == 0, r.output
-    calibrated = json.loads((out / "finetune/metrics.json").read_text())["qat"]
     state = out / "finetune/qat/modelopt_state.pth"
     key = "bert.encoder.layer.0.intermediate.dense.weight"
     calibrated_w = torch.load(state, weights_only=False)["model_state_dict"][key]
