@@ -241,7 +241,7 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile,
                                     error=error if calib.method == "auto" else None, report=auto)
     if auto:
-        ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {AUTO_SAMPLES} validation samples, one method for all "
+        ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {calib.selection_samples} validation samples, one method for all "
                 + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items())
                 + f"; per role {auto['role_error']:.4f}:")
         for role, method in auto["chosen"].items():
@@ -280,20 +280,17 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     return qat, {**calib.model_dump(), "fingerprint": calib_fingerprint(texts, calib), **({"auto": auto} if auto else {})}
 
 
-AUTO_SAMPLES = 256
-
-
 def _fidelity_error(model, family, data: SplitData, calib):
     """For ``--calib-method auto`` and the QAT keep-check: mean squared difference between a model's outputs
-    and the FP32 model's (``model`` as it is now) on up to ``AUTO_SAMPLES`` validation examples (never test);
-    the inputs are prepared once (at most 256 examples) and reused by every evaluation."""
+    and the FP32 model's (``model`` as it is now) on up to ``calib.selection_samples`` validation examples (never
+    test); the inputs are prepared once and reused by every evaluation."""
     import torch
 
     from edgeft.calibration import select_indices
     from edgeft.training import fp32_forward
 
     texts = [e.text for e in data.validation] or [e.text for e in data.train]
-    pick = [texts[i] for i in select_indices(len(texts), calib.model_copy(update={"num_samples": AUTO_SAMPLES}))]
+    pick = [texts[i] for i in select_indices(len(texts), calib.model_copy(update={"num_samples": calib.selection_samples}))]
     feeds = [family.feeds(pick[i:i + calib.batch_size], calib.max_length) for i in range(0, len(pick), calib.batch_size)]
 
     def outputs(m) -> list:
