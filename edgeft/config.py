@@ -96,7 +96,8 @@ class RunConfig(Strict):
     calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
     calib_method: Literal["max", "entropy", "percentile", "mse", "auto"] | None = Field(
         None, description="override the calibration set's method for this run")
-    keep_fp32: list[str] = Field(default_factory=list, description="blocks exported without Q/DQ (e.g. bert.encoder.layer.5)")
+    keep_fp32: list[str] = Field(default_factory=list, description="blocks or layers exported without Q/DQ "
+                                 "(e.g. bert.encoder.layer.5, bert.encoder.layer.5.output.dense)")
     fallback: int = Field(0, ge=0, description="on an accuracy gate failure keep up to N most sensitive blocks in FP32")
     fallback_minutes: float | None = Field(None, gt=0, description="time budget for the fallback rounds")
     seed: int = 0

@@ -54,11 +54,29 @@ def sensitivity(model, evaluate: Callable[[], float], lower_is_better: bool = Fa
     return sorted(rows, key=lambda r: -r["cost"])
 
 
-def keep_in_high_precision(model, prefixes: list[str]) -> int:
-    """Disable the quantizers of the named groups (they export without Q/DQ and run in float)."""
+def keep_in_high_precision(model, names: list[str]) -> int:
+    """Disable the quantizers of the named blocks or layers, so they export without Q/DQ and run in float.
+    A name is a group from the sensitivity table (``bert.encoder.layer.3``) or one layer's module path
+    (``bert.encoder.layer.3.output.dense``). Returns the quantizers disabled; raises ``ValueError`` naming
+    any entry that matches no quantized layer, with the groups that exist."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    layers: dict[str, list] = {}
+    for name, q in model.named_modules():
+        if isinstance(q, TensorQuantizer) and q.is_enabled:
+            layers.setdefault(name.rsplit(".", 1)[0], []).append(q)
+
+    def hit(layer: str, p: str) -> bool:
+        return layer == p or layer.startswith(p + ".")
+
+    unknown = [p for p in names if not any(hit(layer, p) for layer in layers)]
+    if unknown:
+        groups = sorted({group_of(layer) for layer in layers})
+        raise ValueError(f"keep_fp32 {unknown} names no quantized block or layer; blocks: {', '.join(groups)} "
+                         f"(or a layer inside one, e.g. {next(iter(layers), '')})")
     n = 0
-    for name, qs in quantizer_groups(model).items():
-        if any(name == p or name.startswith(p + ".") for p in prefixes):
+    for layer, qs in layers.items():
+        if any(hit(layer, p) for p in names):
             for q in qs:
                 q.disable()
                 n += 1

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.errors import ParityError
+from edgeft.errors import ConfigError, ParityError
 from edgeft.fileio import read_json, write_json_atomic
 from edgeft.manifest import Artifact
 
@@ -81,7 +81,11 @@ def run(ctx, work: Path) -> list[Artifact]:
     if ctx.config.keep_fp32:
         from edgeft.quant.sensitivity import keep_in_high_precision
 
-        n = keep_in_high_precision(qmodel, ctx.config.keep_fp32)
+        try:
+            n = keep_in_high_precision(qmodel, ctx.config.keep_fp32)
+        except ValueError as e:
+            raise ConfigError(str(e), fix="use the block names of the sensitivity table in finetune/metrics.json "
+                                          "(qat.sensitivity), or a module path inside one") from None
         ctx.log(f"export: keeping {ctx.config.keep_fp32} in FP32 ({n} quantizers off)")
     ctx.log("export: INT8 QAT model -> ONNX with Q/DQ (optimum-onnx)")
     family.export(qmodel, work / "int8", OPSET)

@@ -357,3 +357,27 @@ def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, t
         a = eng.run(feeds)["logits"]
         b = plain.run(["logits"], {k: feeds[k] for k in [i.name for i in plain.get_inputs()]})[0]
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_keep_fp32_one_layer_runs_it_in_float_and_an_unknown_name_exits_1(tiny_run, tmp_path):
+    import shutil
+
+    import onnx
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    args = [*tiny_run["args"][:-1], run_dir]
+    export_digest = sha256_file(run_dir / "export/int8/model.onnx")
+    r = CliRunner().invoke(cli, [str(a) for a in args] + ["--keep-fp32", "bert.encoder.layer.9"])
+    assert r.exit_code == 1 and "bert.encoder.layer.9" in r.output and "fix:" in r.output, r.output
+    assert sha256_file(run_dir / "export/int8/model.onnx") == export_digest      # nothing half-written
+
+    layer = "bert.encoder.layer.1.output.dense"
+    r = invoke(*args, "--keep-fp32", layer)
+    assert r.exit_code == 0, r.output
+    names = [n.name for n in onnx.load(str(run_dir / "export/int8/model.onnx")).graph.node
+             if n.op_type == "QuantizeLinear"]
+    assert not [n for n in names if "/layer.1/output/dense/" in n]
+    assert [n for n in names if "/layer.1/intermediate/dense/" in n]            # the rest of the block stays int8
+    where = json.loads((run_dir / "compile/test-int8/engine/engine.json").read_text())["where_it_ran"]
+    assert len(where["float_weight_layers"]) == 1 and where["int8_share"] < 1.0

@@ -158,3 +158,24 @@ print("quantizers", modelopt_int8.count_quantizers(q)["enabled"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "quantizers" in proc.stdout and "saved to" in proc.stdout + proc.stderr     # ModelOpt did write one
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+def test_keep_fp32_takes_a_block_or_one_layer_and_refuses_unknown_names(tiny_model_dir):
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    from edgeft.quant.sensitivity import keep_in_high_precision
+
+    def enabled(model) -> set[str]:
+        return {n.rsplit(".", 1)[0] for n, q in model.named_modules() if isinstance(q, TensorQuantizer) and q.is_enabled}
+
+    model = _quantized(tiny_model_dir, "max")
+    before = enabled(model)
+    assert keep_in_high_precision(model, ["bert.encoder.layer.1.output.dense"]) == 2     # its input + weight
+    assert before - enabled(model) == {"bert.encoder.layer.1.output.dense"}
+    block = {n for n in before if n.startswith("bert.encoder.layer.0.")}
+    assert len(block) == 6 and keep_in_high_precision(model, ["bert.encoder.layer.0"]) == 12
+    assert before - enabled(model) == block | {"bert.encoder.layer.1.output.dense"}
+    with pytest.raises(ValueError, match=r"bert.encoder.layer.7.*blocks: .*bert.encoder.layer.1"):
+        keep_in_high_precision(model, ["bert.encoder.layer.7"])
+    with pytest.raises(ValueError, match="'bert.encoder.layer.1.out'"):      # a prefix is not a module path
+        keep_in_high_precision(model, ["bert.encoder.layer.1.out"])
