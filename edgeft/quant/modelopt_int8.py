@@ -51,13 +51,15 @@ REFINE_MAX_SCALES = (0.7, 0.5)
 
 
 def quantize(model, calib_batches: Callable[[], Iterable[dict]], method: str = "max", percentile: float = 99.99,
-             error: Callable[[object], float] | None = None, report: dict | None = None):
+             error: Callable[[object], float] | None = None, report: dict | None = None,
+             progress: Callable[[str], None] | None = None):
     """Insert INT8 quantizers and calibrate them on ``calib_batches()`` (a fresh iterator of feeds).
 
     ``max`` is ModelOpt's own calibration. ``entropy``, ``percentile`` and ``mse`` give the activation
     (input) quantizers ModelOpt's HistogramCalibrator and compute their amax with that method; weights
     keep max (per-channel) calibration. ``auto`` picks one of ``AUTO_CANDIDATES`` per *role*, then refines
-    per unit (see ``_auto_calibrate``), to minimize ``error(model)``; what it chose goes into ``report``.
+    per unit (see ``_auto_calibrate``), to minimize ``error(model)``; what it chose goes into ``report``,
+    and ``progress`` (when given) gets a line after each step of its search.
     """
     import modelopt.torch.quantization as mtq
     import torch
@@ -79,7 +81,7 @@ def quantize(model, calib_batches: Callable[[], Iterable[dict]], method: str = "
             raise ValueError("calibration method 'auto' needs an error function to choose by")
         quantizers = _collect_histograms(model, forward_loop)
         _finish_calibration(quantizers, None, percentile)       # weights loaded; activations chosen below
-        result = _auto_calibrate(model, error, percentile)
+        result = _auto_calibrate(model, error, percentile, progress or (lambda _: None))
         if report is not None:
             report.update(result)
         return model
@@ -108,7 +110,8 @@ def role_of(quantizer_name: str) -> str:
     return ".".join("#" if p.isdigit() else p for p in layer.split("."))
 
 
-def _auto_calibrate(model, error: Callable[[object], float], percentile: float) -> dict:
+def _auto_calibrate(model, error: Callable[[object], float], percentile: float,
+                    progress: Callable[[str], None]) -> dict:
     """Activation ranges chosen on ``error``: per role, then per unit.
 
     Every activation quantizer gets its amax from each candidate (one histogram pass, collected before).
@@ -162,12 +165,14 @@ def _auto_calibrate(model, error: Callable[[object], float], percentile: float) 
     tried = {m: apply({r: m for r in roles}) for m in AUTO_CANDIDATES}
     start = min(tried, key=tried.get)
     choice, best = {r: start for r in roles}, tried[start]
-    for role in roles:
+    progress(f"one method for all: {start} (error {best:.4f}); now per role, {len(roles)} roles")
+    for k, role in enumerate(roles, 1):
         for m in AUTO_CANDIDATES:
             if m != choice[role]:
                 e = apply({**choice, role: m})
                 if e < best:
                     choice, best = {**choice, role: m}, e
+        progress(f"role {k}/{len(roles)} done (error {best:.4f})")
     role_error = best
     per_unit = {i: choice[role] for i, role in role_of_unit.items()}
     for i, method in per_unit.items():
@@ -179,6 +184,7 @@ def _auto_calibrate(model, error: Callable[[object], float], percentile: float) 
             if e < best:
                 per_unit[i], best = candidate, e
         set_unit(i, per_unit[i])
+        progress(f"unit {i + 1}/{len(units)} done (error {best:.4f})")
     changed = {" | ".join(n for n, _ in units[i]): c for i, c in per_unit.items() if c != choice[role_of_unit[i]]}
     return {"single_method_error": tried, "chosen": choice, "role_error": role_error,
             "units": len(units), "refined": changed, "error": best}

@@ -31,8 +31,10 @@ def quantizer_groups(model) -> dict[str, list]:
     return out
 
 
-def sensitivity(model, evaluate: Callable[[], float], lower_is_better: bool = False) -> list[dict]:
-    """Quantize one group at a time and measure; returns rows sorted by cost (worst first)."""
+def sensitivity(model, evaluate: Callable[[], float], lower_is_better: bool = False,
+                progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Quantize one group at a time and measure; returns rows sorted by cost (worst first). ``progress``
+    (when given) gets a line after each group."""
     groups = quantizer_groups(model)
     every = [q for qs in groups.values() for q in qs]
     for q in every:
@@ -48,6 +50,8 @@ def sensitivity(model, evaluate: Callable[[], float], lower_is_better: bool = Fa
                 q.disable()
             cost = (score - reference) if lower_is_better else (reference - score)
             rows.append({"group": name, "quantizers": len(qs), "score": score, "cost": cost})
+            if progress:
+                progress(f"{len(rows)}/{len(groups)} {name}: {cost:+.4f}")
     finally:
         for q in every:
             q.enable()

@@ -239,7 +239,8 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
     ctx.log(f"finetune: INT8 calibration ({calib.method}) on {min(calib.num_samples, len(texts))} {calib.split} samples")
     auto: dict = {}
     qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile,
-                                    error=error if calib.method == "auto" else None, report=auto)
+                                    error=error if calib.method == "auto" else None, report=auto,
+                                    progress=lambda line: ctx.log(f"finetune: calibration auto: {line}"))
     if auto:
         ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {calib.selection_samples} validation samples, one method for all "
                 + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items())
@@ -337,7 +338,8 @@ def _sensitivity(ctx, trainer, ds: dict, task: str) -> list[dict]:
     from edgeft.quant.sensitivity import sensitivity
 
     rows = sensitivity(trainer.model, lambda: _evaluate(trainer, ds["validation"], task)[0],
-                       lower_is_better=task == "regression")
+                       lower_is_better=task == "regression",
+                       progress=lambda line: ctx.log(f"finetune: sensitivity {line}"))
     ctx.log(f"finetune: per-block INT8 sensitivity (validation {headline(task)} cost, worst first):")
     for r in rows:
         ctx.log(f"    {r['group']:40s} {r['cost']:+.4f}  ({r['quantizers']} quantizers)")

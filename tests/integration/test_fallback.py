@@ -87,6 +87,8 @@ def test_sensitivity_ranks_the_block_with_the_outlier_first(tiny_model_dir):
         with torch.no_grad():
             return float((model(**feeds).logits.argmax(-1) == ref).float().mean())
 
-    rows = sensitivity(model, agreement)
+    lines: list[str] = []
+    rows = sensitivity(model, agreement, progress=lines.append)
     assert rows[0]["group"] == BROKEN and rows[0]["cost"] > rows[-1]["cost"]
+    assert len(lines) == 4 and lines[-1].startswith("4/4 ") and any(BROKEN in x for x in lines)
     assert {r["group"] for r in rows} == {"bert.encoder.layer.0", "bert.encoder.layer.1", "bert.pooler", "classifier"}

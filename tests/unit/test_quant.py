@@ -115,7 +115,11 @@ def test_auto_calibration_chooses_per_role_no_worse_than_any_single_method(tiny_
             yield tok(texts[i:i + 5], padding=True, return_tensors="pt")
 
     report: dict = {}
-    q = quantize(copy.deepcopy(model), batches, "auto", 99.9, error=error, report=report)
+    lines: list[str] = []
+    q = quantize(copy.deepcopy(model), batches, "auto", 99.9, error=error, report=report, progress=lines.append)
+    roles, units = len(report["chosen"]), report["units"]
+    assert len(lines) == 1 + roles + units and lines[-1] == f"unit {units}/{units} done (error {report['error']:.4f})"
+    assert lines[roles] == f"role {roles}/{roles} done (error {report['role_error']:.4f})"
     assert set(report["single_method_error"]) == {"max", "entropy", "percentile"}
     assert report["role_error"] <= min(report["single_method_error"].values()) + 1e-12
     assert report["error"] <= report["role_error"] + 1e-12              # the per-unit pass only keeps gains
