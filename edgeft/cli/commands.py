@@ -195,11 +195,14 @@ def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
 
 
 def _check_targets(cfg: RunConfig) -> None:
-    """Fail on an impossible target before any training starts."""
+    """Fail on an impossible target or a bad calibration set before any training starts (and before the
+    run directory is created)."""
+    from edgeft.calibration import load_calibration
     from edgeft.targets import load_target
 
     for t in cfg.targets:
         load_target(t)
+    load_calibration(cfg.calibration)
 
 
 def _finish(ctx) -> None:

@@ -53,6 +53,17 @@ def test_run_empty_data(tmp_path, tiny_model_dir):
     _assert_clean_failure(invoke("run", "--model", tiny_model_dir, "--data", data, "--out", out), "no rows", out_dir=out)
 
 
+def test_run_bad_calibration_set_fails_before_the_run_directory_exists(tmp_path):
+    cal = tmp_path / "cal.yaml"
+    cal.write_text("name: mine\nselection_sample: 100\n")            # misspelled key
+    out = tmp_path / "out"
+    _assert_clean_failure(invoke("run", "--calibration", cal, "--out", out), "selection_sample: unknown key",
+                          "selection_samples")
+    assert not out.exists()
+    _assert_clean_failure(invoke("run", "--calibration", "nope", "--out", out), "Unknown calibration set 'nope'")
+    assert not out.exists()
+
+
 def test_run_unknown_target_fails_before_any_work(tmp_path):
     out = tmp_path / "out"
     r = invoke("run", "--target", "jetson-nope", "--out", out)
