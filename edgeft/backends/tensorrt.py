@@ -3,10 +3,13 @@
 Before anything is built, an INT8 graph must pass the Q/DQ lint (``qdq_lint``): signed, zero point 0,
 per-channel weight scales on the right axis. Then:
 
-- where ``tensorrt`` imports, ``trt_build.build`` makes the engine (OnnxParser, FP16/INT8 builder flags,
-  one optimization profile from the target's min/opt/max shapes, a timing cache kept in
-  ``$EDGEFT_CACHE_DIR/tensorrt/`` and reused, per-layer precision from the engine inspector);
-- where it does not, the result is a **deferred build kit**: the Q/DQ ONNX, ``build_engine.py`` (the
+- an FP16 target's graph is converted to FP16 first (``to_fp16``): TensorRT 11 takes precision from
+  the graph (strong typing), TensorRT 10 from builder flags, and both then build the same FP16 graph;
+- where ``tensorrt`` imports, ``trt_build.build`` makes the engine (OnnxParser, FP16/INT8 builder flags
+  on TensorRT 10, strong typing on 11, one optimization profile from the target's min/opt/max shapes, a
+  timing cache kept in ``$EDGEFT_CACHE_DIR/tensorrt/`` and reused, per-layer precision from the engine
+  inspector);
+- where it does not, the result is a **deferred build kit**: the (Q/DQ or FP16) ONNX, ``build_engine.py`` (the
   same ``trt_build`` file), ``settings.json`` with exactly the target's settings, and a README. No
   engine is built and none is claimed; verify checks the kit's ONNX through ONNX Runtime only.
 """
@@ -25,7 +28,7 @@ from edgeft.runtime.session import ENGINE_JSON
 KIT_README = """Deferred TensorRT build kit for target {target} ({precision}).
 
 TensorRT was not importable where this kit was made, so NO ENGINE WAS BUILT THERE.
-On the device (TensorRT >= 10 with its Python bindings, and a CUDA GPU):
+On the device (TensorRT 10 or 11 with its Python bindings, and a CUDA GPU):
 
     python build_engine.py
 
@@ -69,13 +72,16 @@ class TensorRT:
             raise TargetError(f"{onnx_path} is not valid for TensorRT explicit quantization:\n  - "
                               + "\n  - ".join(lint["problems"][:20]),
                               fix="export signed symmetric INT8 Q/DQ (ModelOpt's default) for TensorRT targets")
-        shutil.copy2(onnx_path, out_dir / "model.onnx")
+        fp16 = to_fp16(onnx_path, out_dir / "model.onnx") if precision == "fp16" else None
+        if fp16 is None:
+            shutil.copy2(onnx_path, out_dir / "model.onnx")
         copy_sidecars(onnx_path.parent, out_dir)
         settings = {"target": target.name, "precision": precision, "workspace_mb": 2048,
+                    "onnx_precision": "fp16" if fp16 else "fp32",
                     "input_shapes": {k: v.model_dump() for k, v in target.input_shapes.items()}}
         write_json_atomic(out_dir / "settings.json", settings)
         meta: dict[str, Any] = {"backend": self.name, "target": target.name, "precision": precision,
-                                "qdq_lint": lint, "where_it_ran": _where_from_lint(lint)}
+                                "qdq_lint": lint, "fp16_conversion": fp16, "where_it_ran": _where_from_lint(lint)}
         if tensorrt_version() is None:
             shutil.copy2(Path(__file__).with_name("trt_build.py"), out_dir / "build_engine.py")
             (out_dir / "README.txt").write_text(KIT_README.format(target=target.name, precision=precision))
@@ -97,6 +103,27 @@ class TensorRT:
 
         self.require_runtime()
         return open_engine(engine_dir)
+
+
+def to_fp16(src: Path, dest: Path) -> dict[str, Any]:
+    """Write ``src`` with its float tensors in FP16, inputs and outputs kept as they are, to ``dest``.
+
+    TensorRT 11 has no FP16 builder flag: a strongly typed network runs each layer in its ONNX type, so
+    an FP16 engine needs an FP16 graph (TensorRT 10 gets the same graph, with the flag). ONNX Runtime's
+    own converter (``onnxruntime.transformers.float16``) with its default list of ops kept in FP32;
+    NVIDIA's ModelOpt AutoCast needs ``nvidia-modelopt[onnx]``, whose onnxruntime pins clash with ours.
+    verify runs this very graph through ONNX Runtime, so its accuracy is measured before any device."""
+    from collections import Counter
+
+    import onnx
+    from onnx import TensorProto
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dest))
+    kinds = Counter(TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer)
+    return {"converter": "onnxruntime.transformers.float16", "initializers_by_type": dict(kinds.most_common()),
+            "casts": sum(n.op_type == "Cast" for n in model.graph.node)}
 
 
 def _int8_share(by_precision: dict[str, int]) -> float:

@@ -7,7 +7,12 @@ device (as ``build_engine.py``, next to ``settings.json`` and the ONNX) where it
     python build_engine.py            # in the kit folder: reads settings.json, writes model.engine
 
 Writes: model.engine (serialized), timing.cache (reused on the next build), engine_info.json
-(TensorRT version, GPU, build seconds, per-layer precision from the engine inspector).
+(TensorRT version, GPU, build seconds, typing, per-layer precision from the engine inspector).
+
+TensorRT 10 builds weakly typed with the FP16 (and INT8) builder flags, as before. TensorRT 11 removed
+those flags: every network is strongly typed and each layer runs in the type the ONNX gives it, so an
+FP16 target's ONNX is already FP16 (edgeft converts it at compile) and an INT8 target's Q/DQ layers run
+in INT8, the layers between them in the ONNX's FP32.
 """
 from __future__ import annotations
 
@@ -39,7 +44,9 @@ def _layer_precisions(engine, trt) -> dict:
             layers.append({"name": layer, "precision": "unknown"})
             continue
         outs = layer.get("Outputs") or [{}]
-        fmt = str(outs[0].get("Format/Datatype", ""))
+        # TensorRT 10 writes "Format/Datatype"; 11 splits it into separate format and data type fields
+        fmt = " ".join(str(v) for k, v in outs[0].items() if k.replace("/", "").lower() in
+                       ("formatdatatype", "datatype", "format"))
         precision = next((p for p in ("Int8", "FP8", "Half", "Float", "Int32") if p in fmt), "unknown")
         layers.append({"name": layer.get("Name", ""), "type": layer.get("LayerType", ""), "precision": precision})
     return {"layers": layers, "by_precision": dict(Counter(layer["precision"] for layer in layers))}
@@ -50,7 +57,9 @@ def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | Non
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    weak = hasattr(trt.BuilderFlag, "FP16")          # TensorRT <= 10; 11 has strong typing only
+    strong_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if weak or strong_flag is None else 1 << int(strong_flag))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -58,9 +67,9 @@ def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | Non
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.get("workspace_mb", 2048)) << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if settings["precision"] in ("fp16", "int8"):
+    if weak and settings["precision"] in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)        # layers left unquantized run in FP16
-    if settings["precision"] == "int8":
+    if weak and settings["precision"] == "int8":
         config.set_flag(trt.BuilderFlag.INT8)        # explicit quantization: scales come from the Q/DQ nodes
     profile = builder.create_optimization_profile()
     shapes = settings["input_shapes"]
@@ -83,7 +92,8 @@ def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | Non
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     info = {"tensorrt_version": trt.__version__, "gpu": _gpu_name(), "build_seconds": round(seconds, 1),
-            "precision": settings["precision"], "input_shapes": shapes, "timing_cache": str(cache_path),
+            "precision": settings["precision"], "onnx_precision": settings.get("onnx_precision", "fp32"),
+            "typing": "weak (builder precision flags)" if weak else "strong (each layer in its ONNX type)", "input_shapes": shapes, "timing_cache": str(cache_path),
             **_layer_precisions(engine, trt)}
     (out_dir / "engine_info.json").write_text(json.dumps(info, indent=1))
     return info

@@ -23,10 +23,18 @@ def trt_run(tiny_model_dir, tmp_path_factory):
     text = (targets_dir() / "jetson-orin-nano-int8.yaml").read_text()
     text = text.replace("name: jetson-orin-nano-int8", "name: trt-int8").replace("max_drop: 0.01", "max_drop: 1.0")
     target.write_text(text.replace("min_top1: 0.97", "min_top1: 0.0"))
+    fp16 = tmp / "trt-fp16.yaml"
+    fp16.write_text((targets_dir() / "jetson-orin-nano-fp16.yaml").read_text()
+                    .replace("name: jetson-orin-nano-fp16", "name: trt-fp16"))
     out = tmp / "out"
-    r = CliRunner().invoke(cli, ["run", "--model", str(tiny_model_dir), "--target", str(target), "--epochs", "1",
-                                 "--max-steps", "4", "--max-length", "32", "--out", str(out)], catch_exceptions=False)
+    r = CliRunner().invoke(cli, ["run", "--model", str(tiny_model_dir), "--target", str(target), "--target", str(fp16),
+                                 "--epochs", "1", "--max-steps", "4", "--max-length", "32", "--out", str(out)],
+                           catch_exceptions=False)
     return {"out": out, "result": r, "target": target}
+
+
+def _engine(report: dict, target: str = "trt-int8") -> dict:
+    return next(e for e in report["engines"] if e["role"] == "engine" and e["target"] == target)
 
 
 def test_modelopt_export_passes_tensorrt_qdq_lint(trt_run):
@@ -73,7 +81,7 @@ def test_without_tensorrt_compile_writes_a_deferred_build_kit(trt_run):
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed: latency is measured")
 def test_without_tensorrt_report_checks_kit_onnx_and_measures_no_latency(trt_run):
     report = json.loads((trt_run["out"] / "report.json").read_text())
-    eng = next(e for e in report["engines"] if e["role"] == "engine")
+    eng = _engine(report)
     assert eng["deferred"] and eng["runtime"] == "onnxruntime-cpu"
     assert eng["latency_ms"] is None and eng["latency_ratio_vs_fp32"] is None
     lat = next(g for g in eng["gates"] if g["name"] == "p50_ratio_vs_fp32")
@@ -93,8 +101,38 @@ def test_tensorrt_builds_int8_engine_and_agrees_with_onnxruntime(trt_run):
     info = json.loads((eng_dir / "engine_info.json").read_text())
     assert info["by_precision"].get("Int8", 0) > 0, info["by_precision"]
     report = json.loads((trt_run["out"] / "report.json").read_text())
-    eng = next(e for e in report["engines"] if e["role"] == "engine")
+    eng = _engine(report)
     assert eng["latency_ms"]["p50_ms"] > 0 and eng["top1_agreement"] > 0.9
+
+
+def test_fp16_target_ships_an_fp16_graph_that_onnxruntime_checks(trt_run):
+    """TensorRT 11 builds strongly typed (no FP16 flag): an FP16 engine needs an FP16 graph. The kit holds
+    it, inputs and outputs unchanged, and verify measured that graph's accuracy through ONNX Runtime."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    assert trt_run["result"].exit_code == 0, trt_run["result"].output
+    kit = trt_run["out"] / "compile/trt-fp16/engine"
+    settings = json.loads((kit / "settings.json").read_text())
+    assert settings["precision"] == "fp16" and settings["onnx_precision"] == "fp16"
+    model = onnx.load(str(kit / "model.onnx"))
+    fp32 = onnx.load(str(trt_run["out"] / "export/fp32/model.onnx"))
+    kinds = {i.data_type for i in model.graph.initializer if len(i.dims) == 2}      # the weight matrices
+    assert kinds == {TensorProto.FLOAT16}, kinds
+    io = lambda m: [(v.name, v.type.tensor_type.elem_type) for v in (*m.graph.input, *m.graph.output)]  # noqa: E731
+    assert io(model) == io(fp32)
+    meta = json.loads((kit / "engine.json").read_text())
+    assert meta["deferred"] and meta["fp16_conversion"]["initializers_by_type"].get("FLOAT16", 0) > 0
+
+    feeds = {"input_ids": np.array([[101, 2735, 2006, 1996, 4597, 102]]), "attention_mask": np.ones((1, 6), np.int64),
+             "token_type_ids": np.zeros((1, 6), np.int64)}
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]  # noqa: E731
+    half, full = run(kit / "model.onnx"), run(trt_run["out"] / "export/fp32/model.onnx")
+    assert half.dtype == np.float32 and 0 < np.abs(half - full).max() < 1e-2     # FP16 rounding, nothing worse
+    eng = _engine(json.loads((trt_run["out"] / "report.json").read_text()), "trt-fp16")
+    assert eng["deferred"] and eng["top1_agreement"] >= 0.95
 
 
 def test_build_kit_script_is_the_backend_build_code():
