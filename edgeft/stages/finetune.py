@@ -242,7 +242,8 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
                                     error=error if calib.method == "auto" else None, report=auto,
                                     progress=lambda line: ctx.log(f"finetune: calibration auto: {line}"))
     if auto:
-        ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {calib.selection_samples} validation samples, one method for all "
+        n = min(calib.selection_samples, len(data.validation) or len(data.train))
+        ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {n} validation samples, one method for all "
                 + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items())
                 + f"; per role {auto['role_error']:.4f}:")
         for role, method in auto["chosen"].items():
