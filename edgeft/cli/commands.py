@@ -182,7 +182,7 @@ def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
     cfg = build_config(values)
     if _maybe_print(cfg, print_config):
         return
-    _check_targets(cfg)
+    _check_targets_and_calibration(cfg)
     click.echo(f"run directory: {Path(cfg.out).resolve()}", err=True)
     ctx = RunContext.open(cfg)
     run_pipeline(ctx, force=force)
@@ -194,7 +194,7 @@ def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
         _finish(ctx)
 
 
-def _check_targets(cfg: RunConfig) -> None:
+def _check_targets_and_calibration(cfg: RunConfig) -> None:
     """Fail on an impossible target or a bad calibration set before any training starts (and before the
     run directory is created)."""
     from edgeft.calibration import load_calibration
@@ -241,7 +241,7 @@ def _stage_command(stage: str, doc: str):
         cfg = build_config({**overrides(kw), "out": run_dir}, base)
         if _maybe_print(cfg, print_config):
             return
-        _check_targets(cfg)
+        _check_targets_and_calibration(cfg)
         ctx = RunContext.open(cfg)
         if is_main():
             ctx.manifest.save()
