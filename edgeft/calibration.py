@@ -29,7 +29,7 @@ class CalibrationSpec(Strict):
     percentile: float = Field(99.99, gt=50, le=100, description="with method: percentile")
     selection_samples: int = Field(
         256, ge=1, description="validation examples (never test) on which method auto chooses ranges and the QAT "
-                               "keep-check compares outputs with the FP32 model; more = slower, less over-fitted")
+                               "keep-check compares outputs with the FP32 model; more = slower")
 
 
 def calibration_dir() -> Path:
