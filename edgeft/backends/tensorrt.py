@@ -9,9 +9,10 @@ per-channel weight scales on the right axis. Then:
   on TensorRT 10, strong typing on 11, one optimization profile from the target's min/opt/max shapes, a
   timing cache kept in ``$EDGEFT_CACHE_DIR/tensorrt/`` and reused, per-layer precision from the engine
   inspector);
-- where it does not, the result is a **deferred build kit**: the (Q/DQ or FP16) ONNX, ``build_engine.py`` (the
-  same ``trt_build`` file), ``settings.json`` with exactly the target's settings, and a README. No
-  engine is built and none is claimed; verify checks the kit's ONNX through ONNX Runtime only.
+- where it does not, the result is a **deferred build kit**: the (Q/DQ or FP16) ONNX,
+  ``build_engine.py`` (the same ``trt_build`` file), ``settings.json`` with exactly the target's settings,
+  and a README. No engine is built and none is claimed; verify checks the kit's ONNX through ONNX Runtime
+  only.
 """
 from __future__ import annotations
 
@@ -72,8 +73,10 @@ class TensorRT:
             raise TargetError(f"{onnx_path} is not valid for TensorRT explicit quantization:\n  - "
                               + "\n  - ".join(lint["problems"][:20]),
                               fix="export signed symmetric INT8 Q/DQ (ModelOpt's default) for TensorRT targets")
-        fp16 = to_fp16(onnx_path, out_dir / "model.onnx") if precision == "fp16" else None
-        if fp16 is None:
+        fp16 = None
+        if precision == "fp16":
+            fp16 = to_fp16(onnx_path, out_dir / "model.onnx")
+        else:
             shutil.copy2(onnx_path, out_dir / "model.onnx")
         copy_sidecars(onnx_path.parent, out_dir)
         settings = {"target": target.name, "precision": precision, "workspace_mb": 2048,

@@ -67,10 +67,11 @@ def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | Non
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.get("workspace_mb", 2048)) << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if weak and settings["precision"] in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)        # layers left unquantized run in FP16
-    if weak and settings["precision"] == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)        # explicit quantization: scales come from the Q/DQ nodes
+    if weak:                                         # strongly typed: the ONNX's types decide instead
+        if settings["precision"] in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)    # layers left unquantized run in FP16
+        if settings["precision"] == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)    # explicit quantization: scales come from the Q/DQ nodes
     profile = builder.create_optimization_profile()
     shapes = settings["input_shapes"]
     for i in range(network.num_inputs):
@@ -93,7 +94,8 @@ def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | Non
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     info = {"tensorrt_version": trt.__version__, "gpu": _gpu_name(), "build_seconds": round(seconds, 1),
             "precision": settings["precision"], "onnx_precision": settings.get("onnx_precision", "fp32"),
-            "typing": "weak (builder precision flags)" if weak else "strong (each layer in its ONNX type)", "input_shapes": shapes, "timing_cache": str(cache_path),
+            "typing": "weak (builder precision flags)" if weak else "strong (each layer in its ONNX type)",
+            "input_shapes": shapes, "timing_cache": str(cache_path),
             **_layer_precisions(engine, trt)}
     (out_dir / "engine_info.json").write_text(json.dumps(info, indent=1))
     return info
