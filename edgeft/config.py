@@ -92,7 +92,7 @@ class RunConfig(Strict):
                                                        "tables with the image column and no text column")
     bad_images: Literal["stop", "skip"] = Field("stop", description="an image that cannot be decoded stops the run, or is skipped and counted")
     vision: VisionConfig = Field(default_factory=lambda: VisionConfig())
-    targets: list[str] = Field(default_factory=lambda: ["x86-avx512-int8"], min_length=1)
+    targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1)
     calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
     calib_method: Literal["max", "entropy", "percentile", "mse", "auto"] | None = Field(
         None, description="override the calibration set's method for this run")

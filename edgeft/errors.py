@@ -1,7 +1,7 @@
 """Domain errors. Only the CLI turns them into exit codes (see ``edgeft.cli``).
 
 Exit codes: 0 success, 1 error (bad input, missing dependency, failed stage), 2 usage error (click),
-3 an engine failed a verification gate.
+3 an engine failed a verification gate, 4 no gate failed but one could not be measured here (incomplete).
 """
 from __future__ import annotations
 
@@ -48,3 +48,9 @@ class GateFailed(EdgeftError):
     """At least one engine failed a verification gate. Distinct exit code so CI can tell."""
 
     exit_code = 3
+
+
+class GatesNotMeasured(EdgeftError):
+    """No gate failed, but at least one could not be measured on this host (incomplete verdict)."""
+
+    exit_code = 4

@@ -10,16 +10,23 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def verdict_of(item: dict[str, Any]) -> str:
+    """``passed``, ``failed`` or ``incomplete`` (a gate not measured) of a report or one of its engines;
+    reports written before verdicts existed only have ``passed``."""
+    return item.get("verdict") or ("passed" if item["passed"] else "failed")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     b = report["baseline"]
     metric = report.get("metric", "accuracy")
     regression = metric == "rmse"
     agree_head = "mean abs Δ vs baseline" if regression else "top-1 agreement"
     lines = [
-        f"# edgeft report — {'PASSED' if report['passed'] else 'FAILED'}",
+        f"# edgeft report — {verdict_of(report).upper()}",
         "",
         f"Run: `{report['run_dir']}`  ",
-        f"Host: {report['host']['cpu']} ({report['host']['cores']} cores), {report['host']['platform']}  ",
+        f"Host: {report['host']['cpu']} ({report['host']['cores']} cores; int8 ISA {report['host'].get('isa_class', '?')}: "
+        f"{report['host'].get('isa_flags', '?')}), {report['host']['platform']}  ",
         f"Test split: {report['test_examples']} examples. Baseline ({b['name']}): {metric} **{b[metric]:.4f}**.  ",
         f"Latency: batch × sequence as in each target's `opt` shape, each engine in its own process, "
         f"median of {report['latency_rounds']} interleaved rounds.",
@@ -29,7 +36,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for e in report["engines"]:
         lat = e["latency_ms"] or {}
-        gates = "pass" if e["passed"] else "**FAIL**"
+        gates = {"passed": "pass", "failed": "**FAIL**", "incomplete": "incomplete"}[verdict_of(e)]
         if e["role"] == "fp32-reference":
             gates = "(reference)"
         role = f"{e['role']} (deferred kit, via ORT)" if e.get("deferred") else e["role"]
@@ -41,7 +48,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Gates", "", "| target | gate | value | threshold | result |", "|---|---|---|---|---|"]
     for e in report["engines"]:
         for g in e["gates"]:
-            mark = "not measured here" if g["passed"] is None else ("✓" if g["passed"] else "✗")
+            mark = (f"not measured: {g.get('not_measured', 'here')}" if g["passed"] is None
+                    else ("✓" if g["passed"] else "✗"))
             lines.append(f"| {e['target']} | {g['name']} | {_fmt(g['value'])} | {g['op']} {_fmt(g['threshold'])} | {mark} |")
     fb = report.get("fallback")
     if fb:

@@ -71,6 +71,11 @@ class OrtOptions(Strict):
     int8_embeddings: bool = Field(True, description="int8 engines: store large embedding tables int8 per row")
     fuse_attention: bool = Field(True, description="fuse transformer attention blocks into ORT's "
                                  "MultiHeadAttention (see edgeft/backends/ort_fusions.py)")
+    int8_kernels: Literal["auto", "u8s8", "u8u8"] = Field(
+        "auto", description="int8 engines: u8s8 (unsigned activations, signed weights; fastest with VNNI) or u8u8 "
+        "(weights stored unsigned at zero point 128, same values): x86 CPUs without VNNI add u8s8 products in pairs "
+        "into int16 and saturate, u8u8 kernels do not. auto: u8s8 for avx512_vnni and neon targets, u8u8 otherwise "
+        "(avx2, and isa any, whose engine may meet a CPU without VNNI)")
     load_optimization_level: Literal["disabled", "all"] = Field(
         "disabled", description="what ORT does when the engine is opened: 'disabled' (it is already optimized) "
         "or 'all', which adds the hardware-specific layout transforms (NCHWc) that cannot be saved portably; "
@@ -88,9 +93,19 @@ class TargetSpec(Strict):
     onnxruntime: OrtOptions = Field(default_factory=OrtOptions)
 
     @property
+    def int8_kernels(self) -> str:
+        """The int8 flavour this target's ONNX Runtime engine is built in (``onnxruntime.int8_kernels``, resolved)."""
+        if self.onnxruntime.int8_kernels != "auto":
+            return self.onnxruntime.int8_kernels
+        return "u8s8" if self.device.isa in ("avx512_vnni", "neon") else "u8u8"
+
+    @property
     def latency_shape(self) -> dict[str, list[int]]:
         """The optimal shape of each input: what latency is measured at."""
         return {k: v.opt for k, v in self.input_shapes.items()}
+
+
+HOST = "host"
 
 
 def targets_dir() -> Path:
@@ -102,14 +117,36 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
+def host_target_name(host=None) -> tuple[str, str]:
+    """The shipped target ``host`` stands for here, and why; TargetError when no shipped target fits."""
+    from edgeft import hostinfo
+
+    host = host or hostinfo.current()
+    name, why = hostinfo.host_target(host)
+    if name is None:
+        raise TargetError(f"--target host: {why}, and no shipped target is built for it",
+                          fix="name a target with --target (`edgeft targets ls`), or write a target YAML for this CPU")
+    return name, f"{why}: target {name}"
+
+
+def resolve_host(names: list[str], host=None) -> tuple[list[str], str | None]:
+    """Replace ``host`` in a list of target names by this host's target; returns the names and the reason."""
+    if HOST not in names:
+        return names, None
+    name, why = host_target_name(host)
+    return list(dict.fromkeys(name if n == HOST else n for n in names)), why
+
+
 def resolve_target_path(name_or_path: str) -> Path:
+    if name_or_path == HOST:
+        name_or_path = host_target_name()[0]
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
     candidate = targets_dir() / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
-    raise TargetError(f"Unknown target {name_or_path!r}. Available: {list_targets()}",
+    raise TargetError(f"Unknown target {name_or_path!r}. Available: {list_targets()} (or `host`: this CPU's)",
                       fix="pick one from `edgeft targets ls`, or pass the path of a target YAML")
 
 
@@ -146,17 +183,15 @@ def capability_problems(spec: TargetSpec) -> list[str]:
     return out
 
 
-def host_isa_note(spec: TargetSpec) -> str | None:
-    """Say when latency measured here is not on the target's instruction set."""
-    if spec.device.kind != "cpu" or spec.device.isa in ("any",):
+def host_isa_note(spec: TargetSpec, host=None) -> str | None:
+    """Say when latency measured on ``host`` (default: this one) is not on the target's instruction set;
+    None when it is (or the target is not a CPU target)."""
+    from edgeft import hostinfo
+
+    if spec.device.kind != "cpu":
         return None
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return f"could not read this host's CPU flags; target ISA is {spec.device.isa}"
-    if spec.device.isa == "neon":
-        import platform
-        ok = platform.machine() in ("aarch64", "arm64")
-    else:
-        ok = spec.device.isa in flags
-    return None if ok else f"this host lacks {spec.device.isa}: latency measured here is not the target's"
+    host = host or hostinfo.current()
+    if hostinfo.matches(spec.device.isa, host):
+        return None
+    return (f"this host's int8 instruction set is {host.isa_class} ({host.isa_summary()}), the target's is "
+            f"{spec.device.isa}: its latency here is not the target's, so latency gates are not measured")

@@ -50,7 +50,7 @@ class OnnxRuntimeCPU:
         rewrites: dict[str, Any] = {}
         if precision == "int8":
             rewrites = rewrite_for_ort(model, opts.int8_embeddings,
-                                       _feeds(calibration_inputs) if calibration_inputs else None)
+                                       _feeds(calibration_inputs) if calibration_inputs else None, target.int8_kernels)
         fusions = {"attention": fuse_attention(model)} if opts.fuse_attention else {}
         staged = out_dir / ".ort-input.onnx"     # the rewritten graph, only until ORT has optimized it
         onnx.save(model, str(staged))
@@ -69,6 +69,7 @@ class OnnxRuntimeCPU:
         meta = {"backend": self.name, "target": target.name, "precision": precision, "qdq_rewrites": rewrites,
                 "fusions": fusions, "file": "model.onnx", "threads": target.device.threads,
                 "optimization_level": opts.graph_optimization_level,
+                **({"int8_kernels": target.int8_kernels} if precision == "int8" else {}),
                 "load_optimization_level": opts.load_optimization_level,
                 "onnxruntime_version": ort.__version__, "where_it_ran": where_it_ran(out_dir / "model.onnx")}
         write_json_atomic(out_dir / ENGINE_JSON, meta)

@@ -122,14 +122,14 @@ def _int8_projection(node, consts):
         return None
     ins = list(node.input) + [""] * (7 - len(node.input))
     a, w, a_scale, w_scale, a_zp, w_zp, bias = ins
-    if not (a_zp in consts and consts[a_zp].dtype == np.uint8 and w in consts and consts[w].dtype == np.int8
+    if not (a_zp in consts and consts[a_zp].dtype == np.uint8 and w in consts and consts[w].dtype in (np.int8, np.uint8)
             and w_scale in consts and (not w_zp or w_zp in consts) and (not bias or bias in consts)):
         return None
     if consts[w].ndim != 2 or (bias and consts[bias].shape != consts[w].shape[1:]):
         return None
     cols = consts[w].shape[1]
     return (a, a_scale, a_zp, consts[w], np.broadcast_to(consts[w_scale], (cols,)),
-            np.broadcast_to(consts[w_zp], (cols,)) if w_zp else np.zeros(cols, np.int8),
+            np.broadcast_to(consts[w_zp], (cols,)) if w_zp else np.zeros(cols, consts[w].dtype),
             consts[bias] if bias else np.zeros(cols, np.float32))
 
 
@@ -178,7 +178,7 @@ def pack_attention(model) -> dict[str, int]:
         mask = mha.input[4] if len(mha.input) == 5 else ""
         base = mha.name or f"attention_{sum(packed.values())}"
         q8 = [_int8_projection(p, consts) for p in projs]
-        one_input = all(q8) and len({(x, s, z, w.shape) for x, s, z, w, *_ in q8}) == 1
+        one_input = all(q8) and len({(x, s, z, w.shape, w.dtype) for x, s, z, w, *_ in q8}) == 1
         if one_input and q8[0][1] in consts and consts[q8[0][1]].size == 1 and consts[q8[0][2]].size == 1:
             # one uint8 input with a per-tensor scale and zero point: what QAttention takes
             a, a_scale, a_zp = q8[0][:3]
@@ -187,8 +187,8 @@ def pack_attention(model) -> dict[str, int]:
             w_zp = np.concatenate([p[5] for p in q8])
             bias = np.concatenate([p[6] for p in q8]).astype(np.float32)
             names = [f"{base}_qkv_weight", f"{base}_qkv_bias", f"{base}_qkv_weight_scale", f"{base}_qkv_weight_zp"]
-            # symmetric weights (ModelOpt's): one scalar zero point
-            zp = np.zeros((), np.int8) if not w_zp.any() else w_zp
+            # symmetric weights (ModelOpt's): one scalar zero point (0 for int8, 128 for the u8u8 flavour)
+            zp = w_zp[:1].reshape(()) if (w_zp == w_zp.flat[0]).all() else w_zp
             g.initializer.extend(numpy_helper.from_array(v, n) for v, n in zip((w, bias, w_scale, zp), names))
             node = helper.make_node("QAttention", [a, names[0], names[1], a_scale, names[2], mask, a_zp, names[3]],
                                     [mha.output[0]], name=f"{base}_packed", domain="com.microsoft", **attrs)

@@ -10,6 +10,10 @@ exact: no value changes, only how the same int8 grid is expressed.
    Weights stay signed, symmetric, per-channel. Exception: a quantized Relu output gets zero point 0
    (same grid, never negative, clips at 255 steps instead of 127) so ORT can drop the Relu.
 
+   With ``int8_kernels: u8u8`` (x86 without VNNI) weights get the same shift (``weights_to_unsigned``):
+   those CPUs add u8 x s8 products in pairs into int16 (``vpmaddubsw``), which saturates for large
+   activations times large weights; the u8u8 kernels widen to int16 first and do not.
+
 3. Large embedding tables stored int8 per row (``int8_embedding_tables``; target option
    ``onnxruntime.int8_embeddings``): exact only for tables already on that grid, which the finetune
    stage ensures (``quant.modelopt_int8.snap_embeddings``).
@@ -129,6 +133,36 @@ def to_unsigned_activations(graph, consts: dict[str, np.ndarray]) -> int:
     return changed
 
 
+def weights_to_unsigned(graph, consts: dict[str, np.ndarray]) -> int:
+    """Signed weights at zero point 0 -> uint8 at zero point 128 (``w + 128``: the same values), for
+    ``DequantizeLinear`` of an int8 constant and for ``QuantizeLinear`` of a float constant (both forms
+    reach ORT's optimizer, which folds either into its int8 kernels). Returns the weights changed."""
+    from onnx import numpy_helper
+
+    changed = 0
+    prod = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2]:
+        w, zp = consts.get(dq.input[0]), consts.get(dq.input[2])
+        q = prod.get(dq.input[0])
+        if zp is None or zp.dtype != np.int8 or zp.any():
+            continue
+        base = dq.name or dq.output[0]
+        new_zp = numpy_helper.from_array(np.full(zp.shape, 128, np.uint8), f"{base}_zero_point_u8")
+        if w is not None and w.dtype == np.int8 and dq.input[0] in inits:
+            graph.initializer.append(numpy_helper.from_array((w.astype(np.int16) + 128).astype(np.uint8), f"{base}_u8"))
+            dq.input[0] = f"{base}_u8"
+        elif (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts and len(q.input) > 2
+              and [c.op_type for c in graph.node if q.output[0] in c.input] == ["DequantizeLinear"]):
+            q.input[2] = new_zp.name
+        else:
+            continue
+        graph.initializer.append(new_zp)
+        dq.input[2] = new_zp.name
+        changed += 1
+    return changed
+
+
 def fold_bias_into_matmul_integer(model) -> int:
     """After ORT's optimizer: ``Add(MatMulIntegerToFloat(...), bias)`` -> ``MatMulIntegerToFloat(..., bias)``.
 
@@ -228,7 +262,8 @@ def quantize_gemm_bias(graph) -> int:
     return changed
 
 
-def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None) -> dict[str, Any]:
+def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None,
+                    int8_kernels: str = "u8s8") -> dict[str, Any]:
     """Apply the passes in place on an ``onnx.ModelProto``; returns what changed.
 
     Gemms with quantized input and weight get an int32 bias so ORT runs them as ``QGemm`` (pooler,
@@ -245,6 +280,8 @@ def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list
         else:
             info["conv_qdq_completion"] = "skipped: no calibration inputs (export/int8/calibration_inputs.npz)"
     info["activations_to_uint8"] = to_unsigned_activations(model.graph, _constants(model.graph))
+    if int8_kernels == "u8u8":
+        info["weights_to_uint8"] = weights_to_unsigned(model.graph, _constants(model.graph))
     if int8_embeddings:
         info.update(int8_embedding_tables(model.graph))
     return info

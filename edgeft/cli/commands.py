@@ -11,7 +11,8 @@ from edgeft.config import BUILTIN_MODEL, RunConfig, build_config
 from edgeft.distributed import is_main
 from edgeft.errors import EdgeftError
 
-EXIT_HELP = "Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate failed."
+EXIT_HELP = ("Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate failed, 4 incomplete: no gate failed "
+             "but one could not be measured here (--accept-unmeasured: 0).")
 
 
 def config_options(f):
@@ -38,7 +39,9 @@ def config_options(f):
         click.option("--hflip/--no-hflip", default=None, help="Random horizontal flip in augmentation [default: on]."),
         click.option("--crop-scale", type=float, help="Smallest area share kept by the random resized crop [default: 0.7]."),
         click.option("--color-jitter", type=float, help="Brightness/contrast/saturation jitter, 0 = off [default: 0.2]."),
-        click.option("--target", "targets", multiple=True, help="Target name from targets/ or a YAML path; repeatable [default: x86-avx512-int8]."),
+        click.option("--target", "targets", multiple=True,
+                     help="Target name from targets/ or a YAML path; repeatable. host = the shipped target for this "
+                          "CPU (AVX512-VNNI/AMX: x86-avx512-int8, AVX2: x86-avx2-int8, ARM64: arm64-int8) [default: host]."),
         click.option("--epochs", type=float, help="Epochs of FP32 fine-tuning [default: 8]."),
         click.option("--qat-epochs", type=float, help="Epochs of quantization-aware training; 0 = PTQ only [default: 1]."),
         click.option("--qat-distill", type=float,
@@ -173,13 +176,15 @@ def cli() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run directory [default: runs/<model>-<data>, printed at start].")
 @click.option("--force", is_flag=True, help="Redo every stage even when it is up to date.")
-def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
+@click.option("--accept-unmeasured", is_flag=True, help="Exit 0 instead of 4 when no gate failed but some could "
+              "not be measured here (latency on a host without the target's ISA, a TensorRT kit built later).")
+def run(out: Path | None, force: bool, accept_unmeasured: bool, print_config: bool, **kw: Any) -> None:
     from edgeft.pipeline import RunContext, run_pipeline
 
     values = overrides(kw)
     if out is not None:
         values["out"] = out
-    cfg = build_config(values)
+    cfg = _resolve_host_target(build_config(values))
     if _maybe_print(cfg, print_config):
         return
     _check_targets_and_calibration(cfg)
@@ -191,7 +196,19 @@ def run(out: Path | None, force: bool, print_config: bool, **kw: Any) -> None:
             from edgeft.fallback import accuracy_fallback
 
             accuracy_fallback(ctx)
-        _finish(ctx)
+        _finish(ctx, accept_unmeasured)
+
+
+def _resolve_host_target(cfg: RunConfig) -> RunConfig:
+    """``--target host`` (the default) becomes this CPU's shipped target, said once on the console; the
+    manifest records the concrete name, so a run directory means the same thing on any later host."""
+    from edgeft.targets import resolve_host
+
+    names, why = resolve_host(list(cfg.targets))
+    if why is None:
+        return cfg
+    click.echo(f"target: {why} (--target NAME picks another)", err=True)
+    return cfg.model_copy(update={"targets": names})
 
 
 def _check_targets_and_calibration(cfg: RunConfig) -> None:
@@ -205,9 +222,10 @@ def _check_targets_and_calibration(cfg: RunConfig) -> None:
     load_calibration(cfg.calibration)
 
 
-def _finish(ctx) -> None:
-    from edgeft.errors import GateFailed
+def _finish(ctx, accept_unmeasured: bool = False) -> None:
+    from edgeft.errors import GateFailed, GatesNotMeasured
     from edgeft.fileio import read_json, write_text_atomic
+    from edgeft.report import verdict_of
 
     report_path = ctx.path("verify/report.json")
     for name in ("report.json", "report.md"):
@@ -215,11 +233,21 @@ def _finish(ctx) -> None:
     click.echo(ctx.path("report.md").read_text(encoding="utf-8"))
     click.echo(f"report: {ctx.path('report.md')}  (machine-readable: {ctx.path('report.json')})", err=True)
     report = read_json(report_path)
-    if not report["passed"]:
+    verdict = verdict_of(report)
+    if verdict == "failed":
         failed = [f"{e['target']}: {g['name']} = {g['value']:.4g} (needs {g['op']} {g['threshold']})"
                   for e in report["engines"] for g in e["gates"] if g["passed"] is False]
         raise GateFailed("gate(s) failed:\n  - " + "\n  - ".join(failed),
                          fix="see report.md; loosen the gate in the target YAML only if the loss is acceptable")
+    if verdict == "incomplete":
+        missing = [f"{e['target']}: {g['name']} ({g.get('not_measured', 'not measured here')})"
+                   for e in report["engines"] for g in e["gates"] if g["passed"] is None]
+        message = "incomplete: no gate failed, but these were not measured here:\n  - " + "\n  - ".join(missing)
+        if accept_unmeasured:
+            click.echo(message + "\n(accepted: --accept-unmeasured)", err=True)
+            return
+        raise GatesNotMeasured(message, fix="measure them on the target device (`edgeft verify RUN_DIR` there), or "
+                                            "pass --accept-unmeasured to accept the engine without them")
 
 
 def _stage_command(stage: str, doc: str):
@@ -228,7 +256,9 @@ def _stage_command(stage: str, doc: str):
     @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
     @config_options
     @click.option("--force", is_flag=True, help="Redo the stage even when it is up to date.")
-    def command(run_dir: Path, force: bool, print_config: bool, **kw: Any) -> None:
+    @click.option("--accept-unmeasured", is_flag=True, help="verify: exit 0 instead of 4 when no gate failed but "
+                  "some could not be measured here.")
+    def command(run_dir: Path, force: bool, accept_unmeasured: bool, print_config: bool, **kw: Any) -> None:
         from edgeft.fileio import read_json
         from edgeft.pipeline import RunContext, run_stage
 
@@ -238,7 +268,7 @@ def _stage_command(stage: str, doc: str):
             from edgeft.errors import RunDirError
             raise RunDirError(f"{run_dir} is not an edgeft run directory (no manifest.json)",
                               fix=f"run `edgeft run --out {run_dir}` or `edgeft finetune {run_dir}` first")
-        cfg = build_config({**overrides(kw), "out": run_dir}, base)
+        cfg = _resolve_host_target(build_config({**overrides(kw), "out": run_dir}, base))
         if _maybe_print(cfg, print_config):
             return
         _check_targets_and_calibration(cfg)
@@ -247,7 +277,7 @@ def _stage_command(stage: str, doc: str):
             ctx.manifest.save()
         run_stage(ctx, stage, force=force)
         if stage == "verify" and is_main():
-            _finish(ctx)
+            _finish(ctx, accept_unmeasured)
 
     return command
 

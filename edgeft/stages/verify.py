@@ -30,14 +30,17 @@ NAME = "verify"
 LATENCY_ROUNDS = 3
 LATENCY_ITERS = 100
 ROLES = ("engine", "fp32-reference")
+LATENCY_GATES = {"p50_ms", "p50_ratio_vs_fp32"}
 
 
 def fingerprint(ctx) -> str:
     upstream = [a for a in ctx.require("compile") if a.kind.startswith("engine/")]
     upstream += [a for a in ctx.require("finetune") if a.kind in ("predictions/baseline-test", "data/split")]
     targets = [load_target(t).model_dump() for t in ctx.config.targets]
+    host = _host()           # latency and the ISA verdict belong to the host they were measured on
     return ctx.fingerprint(NAME, {"targets": targets, "rounds": LATENCY_ROUNDS, "iters": LATENCY_ITERS,
-                                  "max_length": ctx.config.train.max_length}, upstream)
+                                  "max_length": ctx.config.train.max_length,
+                                  "host": [host["cpu"], host["isa_class"], host["cores"]]}, upstream)
 
 
 def predict(engine_dir: Path, inputs: list[str], max_length: int) -> np.ndarray:
@@ -74,7 +77,9 @@ def measure_latency(engine_dir: Path, spec: TargetSpec) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _gates(spec: TargetSpec, row: dict) -> list[dict]:
+def _gates(spec: TargetSpec, row: dict, unmeasured: str | None = None) -> list[dict]:
+    """The target's gates on one engine's row. ``unmeasured``: why latency here is not the target's (a
+    deferred engine, a host without the target's ISA); its latency gates are then reported as not measured."""
     g, out = spec.gates, []
     if row.get("rmse") is not None:             # regression: the RMSE gate replaces accuracy and agreement
         if g.rmse:
@@ -96,9 +101,20 @@ def _gates(spec: TargetSpec, row: dict) -> list[dict]:
                     "threshold": g.latency.max_ratio_vs_fp32})
     for gate in out:
         v, t = gate["value"], gate["threshold"]
-        # None: not measured here (deferred engine); never counted as passed, reported as such
-        gate["passed"] = None if v is None else (v <= t + 1e-12 if gate["op"] == "<=" else v >= t - 1e-12)
+        if unmeasured and gate["name"] in LATENCY_GATES:
+            gate["not_measured"] = unmeasured
+        elif v is None:
+            gate["not_measured"] = "no value was measured"
+        # None: not measured here; never counted as passed (the verdict becomes incomplete)
+        gate["passed"] = None if "not_measured" in gate else (v <= t + 1e-12 if gate["op"] == "<=" else v >= t - 1e-12)
     return out
+
+
+def verdict(gate_results: list[bool | None]) -> str:
+    """failed if any gate failed, else incomplete if any was not measured, else passed."""
+    if any(r is False for r in gate_results):
+        return "failed"
+    return "incomplete" if any(r is None for r in gate_results) else "passed"
 
 
 def run(ctx, work: Path) -> list[Artifact]:
@@ -130,6 +146,9 @@ def run(ctx, work: Path) -> list[Artifact]:
         note = host_isa_note(spec)
         if note:
             notes.append(f"{spec.name}: {note}")
+        for row in rows[-len(ROLES):]:
+            row["_unmeasured"] = ("no engine was built here (deferred build kit)" if row["deferred"]
+                                  else "this host lacks the target's ISA" if note else None)
         if rows[-1]["deferred"]:
             notes.append(f"{spec.name}: {spec.backend} is not installed here, so no engine was built: compile/{spec.name}/ "
                          "holds deferred build kits (run build_engine.py on the device). Accuracy and agreement above "
@@ -176,24 +195,25 @@ def _assemble(ctx, rows: list[dict], base: dict, n_test: int, notes: list[str], 
         row["latency_ratio_vs_fp32"] = row["latency_ms"]["p50_ms"] / ref if row["latency_ms"] and ref else None
         spec = row.pop("_spec")
         row.pop("_dir")
-        row["gates"] = _gates(spec, row) if row["role"] == "engine" else []
+        unmeasured = row.pop("_unmeasured", None)
+        row["gates"] = _gates(spec, row, unmeasured) if row["role"] == "engine" else []
         row.pop("_base_rmse", None)
-        row["passed"] = all(g["passed"] is not False for g in row["gates"])
+        row["verdict"] = verdict([g["passed"] for g in row["gates"]])
+        row["passed"] = row["verdict"] == "passed"
     return {
         "schema_version": REPORT_SCHEMA_VERSION, "run_dir": str(ctx.run_dir), "test_examples": n_test,
-        "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "host": _host(),
         "latency_rounds": LATENCY_ROUNDS,
         "task": task, "metric": "rmse" if task == "regression" else "accuracy",
         "baseline": {"name": "pytorch-fp32", "accuracy": base["accuracy"], **({"rmse": base["rmse"]} if task == "regression" else {})},
-        "engines": rows, "notes": notes, "passed": all(r["passed"] for r in rows),
+        "engines": rows, "notes": notes, "verdict": (v := verdict([g["passed"] for r in rows for g in r["gates"]])),
+        "passed": v == "passed",
     }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def _host() -> dict:
+    from edgeft import hostinfo
+
+    h = hostinfo.current()
+    return {"cpu": h.cpu, "cores": os.cpu_count(), "platform": platform.platform(), "isa_class": h.isa_class,
+            "isa_flags": h.isa_summary()}

@@ -89,9 +89,9 @@ def _padded_feeds(batch: int = 3, seq: int = 24) -> dict:
 
 
 def _logits(path, feeds) -> np.ndarray:
-    import onnxruntime as ort
+    from edgeft.stages.export import reference_session
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = reference_session(path)           # the graph's own math, not the host's int8 kernels
     return sess.run(["logits"], {i.name: feeds[i.name] for i in sess.get_inputs()})[0]
 
 
@@ -139,15 +139,17 @@ def test_run_parity_and_qdq_export_recorded(tiny_run):
 
 
 def test_engine_rewrites_keep_outputs_of_the_plain_qdq_graph(tiny_run):
-    """The ORT-flavoured engine (dedupe, u8, folded bias) computes what the exported Q/DQ graph computes."""
-    import onnxruntime as ort
-
+    """The ORT-flavoured engine (dedupe, u8, folded bias) computes what the exported Q/DQ graph computes,
+    evaluated in float (ORT optimizations off, the same on every CPU). Tolerance 1e-4 on logits of ~0.03: the
+    int32 sums are exact on every x86 class once no kernel saturates (the ``isa: any`` target builds u8u8);
+    what may differ is float rounding of the rescale, moving a requantized value by one step now and then."""
+    from edgeft.stages.export import reference_session
     from edgeft.runtime.session import open_engine
     from edgeft.runtime.text import TextPreprocessor
 
     out = tiny_run["out"]
     eng = open_engine(out / "compile/test-int8/engine")
-    plain = ort.InferenceSession(str(out / "export/int8/model.onnx"), providers=["CPUExecutionProvider"])
+    plain = reference_session(out / "export/int8/model.onnx")
     pre = TextPreprocessor(out / "compile/test-int8/engine", 32)
     texts = ["turn on the kitchen lights", "play some jazz in the bedroom please", "weather tomorrow?"]
     for t in texts:
@@ -331,7 +333,7 @@ def test_qat_that_moves_away_from_the_baseline_is_not_kept(tiny_model_dir, inten
 def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, tmp_path):
     import shutil
 
-    import onnxruntime as ort
+    from edgeft.stages.export import reference_session
 
     from edgeft.runtime.session import open_engine
     from edgeft.runtime.text import TextPreprocessor
@@ -350,7 +352,7 @@ def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, t
     plain_size = (tiny_run["out"] / "compile/test-int8/engine/model.onnx").stat().st_size
     assert (eng_dir / "model.onnx").stat().st_size < 0.5 * plain_size
     eng = open_engine(eng_dir)
-    plain = ort.InferenceSession(str(run_dir / "export/int8/model.onnx"), providers=["CPUExecutionProvider"])
+    plain = reference_session(run_dir / "export/int8/model.onnx")     # float Q/DQ math, any CPU
     pre = TextPreprocessor(eng_dir, 32)
     for t in ["turn on the kitchen lights", "play some jazz please", "what's the weather tomorrow"]:
         feeds = pre([t], eng.input_names)

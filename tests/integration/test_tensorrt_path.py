@@ -33,6 +33,10 @@ def trt_run(tiny_model_dir, tmp_path_factory):
     return {"out": out, "result": r, "target": target}
 
 
+# Without TensorRT the kits' latency gates are not measured: the verdict is incomplete, exit 4.
+EXPECTED_EXIT = 0 if tensorrt_version() is not None else 4
+
+
 def _engine(report: dict, target: str = "trt-int8") -> dict:
     return next(e for e in report["engines"] if e["role"] == "engine" and e["target"] == target)
 
@@ -65,7 +69,8 @@ def test_lint_rejects_ort_flavoured_graph_and_wrong_weight_axis(trt_run, tmp_pat
 
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed: a real engine is built instead")
 def test_without_tensorrt_compile_writes_a_deferred_build_kit(trt_run):
-    assert trt_run["result"].exit_code == 0, trt_run["result"].output
+    assert trt_run["result"].exit_code == 4, trt_run["result"].output
+    assert "incomplete" in trt_run["result"].output and "--accept-unmeasured" in trt_run["result"].output
     kit = trt_run["out"] / "compile/trt-int8/engine"
     meta = json.loads((kit / "engine.json").read_text())
     assert meta["deferred"] is True and "no engine was built" in meta["message"]
@@ -86,9 +91,12 @@ def test_without_tensorrt_report_checks_kit_onnx_and_measures_no_latency(trt_run
     assert eng["latency_ms"] is None and eng["latency_ratio_vs_fp32"] is None
     lat = next(g for g in eng["gates"] if g["name"] == "p50_ratio_vs_fp32")
     assert lat["passed"] is None, "an unmeasured gate is reported as such, never as passed"
+    assert "deferred" in lat["not_measured"]
+    assert eng["verdict"] == report["verdict"] == "incomplete" and report["passed"] is False
     assert 0.0 <= eng["top1_agreement"] <= 1.0
     assert any("no engine was built" in n for n in report["notes"])
-    assert "not measured here" in (trt_run["out"] / "report.md").read_text()
+    md = (trt_run["out"] / "report.md").read_text()
+    assert "not measured: no engine was built here" in md and "INCOMPLETE" in md.splitlines()[0]
 
 
 @pytest.mark.tensorrt
@@ -113,7 +121,7 @@ def test_fp16_target_ships_an_fp16_graph_that_onnxruntime_checks(trt_run):
     import onnxruntime as ort
     from onnx import TensorProto
 
-    assert trt_run["result"].exit_code == 0, trt_run["result"].output
+    assert trt_run["result"].exit_code == EXPECTED_EXIT, trt_run["result"].output
     kit = trt_run["out"] / "compile/trt-fp16/engine"
     settings = json.loads((kit / "settings.json").read_text())
     assert settings["precision"] == "fp16" and settings["onnx_precision"] == "fp16"
