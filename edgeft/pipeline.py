@@ -15,13 +15,13 @@ import hashlib
 import importlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from edgeft.config import RunConfig
+from edgeft.console import CONSOLE, LOG_FILE, format_seconds
 from edgeft.errors import RunDirError
 from edgeft.manifest import Artifact, Manifest
 
@@ -29,10 +29,11 @@ STAGES = ("finetune", "export", "compile", "verify")
 
 
 def log(msg: str) -> None:
+    from edgeft.console import CONSOLE
     from edgeft.distributed import rank, world_size
 
     who = f"[edgeft rank {rank()}]" if world_size() > 1 else "[edgeft]"
-    print(f"{who} {msg}", file=sys.stderr, flush=True)
+    CONSOLE.line(f"{who} {msg}")
 
 
 @dataclass
@@ -152,7 +153,8 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
     t0 = time.time()
     ctx.forced = force
     try:
-        artifacts = stage.run(ctx, work)
+        with CONSOLE.capture(ctx.run_dir / LOG_FILE):
+            artifacts = stage.run(ctx, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -164,7 +166,7 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
         a.path = f"{name}/{a.path}"
     ctx.manifest.record(name, fp, artifacts, time.time() - t0)
     ctx.manifest.save()
-    ctx.log(f"{name}: done in {time.time() - t0:.1f}s")
+    ctx.log(f"{name}: done in {format_seconds(time.time() - t0)}")
     return True
 
 

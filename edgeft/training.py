@@ -79,7 +79,7 @@ def training_args(train_cfg, seed: int, out: Path, *, epochs: float, lr: float, 
         greater_is_better=best_metric(train_cfg, task) in ("accuracy", "macro_f1"), logging_strategy="epoch",
         report_to=["tensorboard"] if train_cfg.report_to == "tensorboard" else [],
         logging_dir=str(out.parent / "tensorboard") if train_cfg.report_to == "tensorboard" else None,
-        use_cpu=not cuda, dataloader_num_workers=0, save_safetensors=True, disable_tqdm=False)
+        use_cpu=not cuda, dataloader_num_workers=0, save_safetensors=True, disable_tqdm=True)
 
 
 def fp32_forward(model):
@@ -183,9 +183,14 @@ def make_trainer(model, args, train_ds, eval_ds, collator, train_cfg, label_ids:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience))
     if args.eval_strategy != "no" and train_cfg.gradual_unfreeze:
         callbacks.append(GradualUnfreeze(model))
+    callbacks.append(ConsoleProgress())
     trainer = EdgeftTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                             data_collator=collator, compute_metrics=regression_metrics if regression else metrics,
                             callbacks=callbacks)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for raw in (PrinterCallback, ProgressCallback):      # their dict prints and tqdm bars: ConsoleProgress instead
+        trainer.remove_callback(raw)
     trainer.model_accepts_loss_kwargs = False
     trainer.imbalance_mode = mode
     return trainer
@@ -197,6 +202,44 @@ def transformer_blocks(model) -> list:
 
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
     return list(max(lists, key=len)) if lists else []
+
+
+class ConsoleProgress(TrainerCallback):
+    """Training on edgeft's console: a progress bar with ETA over the optimizer steps, one line per
+    evaluation; Trainer's log dicts go to the run's log file."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from edgeft.console import CONSOLE
+
+        if state.is_world_process_zero:
+            self._cm = CONSOLE.progress(f"training, {args.num_train_epochs:g} epoch(s)", state.max_steps)
+            self._bar = self._cm.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._bar is not None:
+            self._bar.update(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        from edgeft.console import CONSOLE
+
+        if state.is_world_process_zero and logs:
+            CONSOLE.detail(f"trainer: step {state.global_step}: {logs}")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        from edgeft.console import CONSOLE
+
+        if state.is_world_process_zero and metrics:
+            shown = ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()
+                              if k.startswith("eval_") and k[5:] in ("loss", "accuracy", "macro_f1", "rmse"))
+            CONSOLE.line(f"    epoch {state.epoch:.0f}: validation {shown}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._bar is not None:
+            self._cm.__exit__(None, None, None)
+            self._bar = None
 
 
 class GradualUnfreeze(TrainerCallback):

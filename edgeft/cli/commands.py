@@ -15,6 +15,12 @@ EXIT_HELP = ("Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate f
              "but one could not be measured here (--accept-unmeasured: 0).")
 
 
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    from edgeft.console import CONSOLE
+
+    CONSOLE.verbose = bool(value)
+
+
 def config_options(f):
     """Options that map onto RunConfig fields; only those given override the base config."""
     opts = [
@@ -94,6 +100,9 @@ def config_options(f):
         click.option("--fallback-minutes", type=float, help="Time budget for the fallback's rebuild rounds."),
         click.option("--seed", type=int, help="Random seed [default: 0]."),
         click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit."),
+        click.option("--verbose", is_flag=True, callback=_set_verbose, expose_value=False, is_eager=True,
+                     help="Also show library output (Trainer, ModelOpt, transformers) on the console; it always "
+                          "goes to RUN_DIR/edgeft.log."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -52,14 +52,15 @@ REFINE_MAX_SCALES = (0.7, 0.5)
 
 def quantize(model, calib_batches: Callable[[], Iterable[dict]], method: str = "max", percentile: float = 99.99,
              error: Callable[[object], float] | None = None, report: dict | None = None,
-             progress: Callable[[str], None] | None = None):
+             progress: Callable[[int, int, str], None] | None = None, prefix_cache: bool = True):
     """Insert INT8 quantizers and calibrate them on ``calib_batches()`` (a fresh iterator of feeds).
 
     ``max`` is ModelOpt's own calibration. ``entropy``, ``percentile`` and ``mse`` give the activation
     (input) quantizers ModelOpt's HistogramCalibrator and compute their amax with that method; weights
     keep max (per-channel) calibration. ``auto`` picks one of ``AUTO_CANDIDATES`` per *role*, then refines
     per unit (see ``_auto_calibrate``), to minimize ``error(model)``; what it chose goes into ``report``,
-    and ``progress`` (when given) gets a line after each step of its search.
+    and ``progress`` (when given) gets ``(evaluations done, total, note)`` after each step of its search.
+    ``prefix_cache=False`` evaluates every candidate on the whole model (same result, slower; for benchmarks).
     """
     import modelopt.torch.quantization as mtq
     import torch
@@ -81,7 +82,7 @@ def quantize(model, calib_batches: Callable[[], Iterable[dict]], method: str = "
             raise ValueError("calibration method 'auto' needs an error function to choose by")
         quantizers = _collect_histograms(model, forward_loop)
         _finish_calibration(quantizers, None, percentile)       # weights loaded; activations chosen below
-        result = _auto_calibrate(model, error, percentile, progress or (lambda _: None))
+        result = _auto_calibrate(model, error, percentile, progress or (lambda *_: None), prefix_cache)
         if report is not None:
             report.update(result)
         return model
@@ -111,7 +112,7 @@ def role_of(quantizer_name: str) -> str:
 
 
 def _auto_calibrate(model, error: Callable[[object], float], percentile: float,
-                    progress: Callable[[str], None]) -> dict:
+                    progress: Callable[[int, int, str], None], prefix_cache: bool = True) -> dict:
     """Activation ranges chosen on ``error``: per role, then per unit.
 
     Every activation quantizer gets its amax from each candidate (one histogram pass, collected before).
@@ -162,32 +163,129 @@ def _auto_calibrate(model, error: Callable[[object], float], percentile: float,
             set_unit(i, choice[role])
         return float(error(model))
 
-    tried = {m: apply({r: m for r in roles}) for m in AUTO_CANDIDATES}
+    candidates = {i: [c for (j, c) in amax if j == i] for i in range(len(units))}
+    total = len(AUTO_CANDIDATES) + len(roles) * (len(AUTO_CANDIDATES) - 1) + sum(len(c) - 1 for c in candidates.values())
+    done = 0
+
+    def step(note: str) -> None:
+        nonlocal done
+        done += 1
+        progress(done, total, note)
+
+    tried = {}
+    for m in AUTO_CANDIDATES:
+        tried[m] = apply({r: m for r in roles})
+        step(f"{m} for all: error {tried[m]:.4f}")
     start = min(tried, key=tried.get)
     choice, best = {r: start for r in roles}, tried[start]
-    progress(f"one method for all: {start} (error {best:.4f}); now per role, {len(roles)} roles")
     for k, role in enumerate(roles, 1):
-        for m in AUTO_CANDIDATES:
-            if m != choice[role]:
-                e = apply({**choice, role: m})
-                if e < best:
-                    choice, best = {**choice, role: m}, e
-        progress(f"role {k}/{len(roles)} done (error {best:.4f})")
+        for m in [m for m in AUTO_CANDIDATES if m != choice[role]]:     # the current one is scored already
+            e = apply({**choice, role: m})
+            if e < best:
+                choice, best = {**choice, role: m}, e
+            step(f"role {k}/{len(roles)}: error {best:.4f}")
     role_error = best
     per_unit = {i: choice[role] for i, role in role_of_unit.items()}
     for i, method in per_unit.items():
         set_unit(i, method)
-    for i in range(len(units)):
-        for candidate in [c for (j, c) in amax if j == i and c != per_unit[i]]:
-            set_unit(i, candidate)
-            e = float(error(model))
-            if e < best:
-                per_unit[i], best = candidate, e
-        set_unit(i, per_unit[i])
-        progress(f"unit {i + 1}/{len(units)} done (error {best:.4f})")
+    blocks = _unit_blocks(model, units)
+    with _BlockPrefixCache(model, error) as cached:
+        for i in range(len(units)):
+            # units run bottom to top, so the blocks below unit i are final: their output is computed
+            # once per block and reused by each candidate of the units above (same result, less work)
+            cached.start_at(blocks[i] if prefix_cache else 0)
+            for candidate in [c for c in candidates[i] if c != per_unit[i]]:
+                set_unit(i, candidate)
+                e = cached.error()
+                if e < best:
+                    per_unit[i], best = candidate, e
+                step(f"unit {i + 1}/{len(units)}: error {best:.4f}")
+            set_unit(i, per_unit[i])
     changed = {" | ".join(n for n, _ in units[i]): c for i, c in per_unit.items() if c != choice[role_of_unit[i]]}
     return {"single_method_error": tried, "chosen": choice, "role_error": role_error,
             "units": len(units), "refined": changed, "error": best}
+
+
+def _unit_blocks(model, units: list[list]) -> list[int]:
+    """For each unit, the index of the first repeated block (``training.transformer_blocks``) it sits in;
+    0 for units before the blocks, ``len(blocks)`` for units after them (pooler, classifier)."""
+    from edgeft.training import transformer_blocks
+
+    blocks = transformer_blocks(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    prefixes = [names[id(b)] + "." for b in blocks]
+    order = [n for n, _ in model.named_modules()]
+    out = []
+    for unit in units:
+        index = []
+        for name, _ in unit:
+            hit = [b for b, p in enumerate(prefixes) if name.startswith(p)]
+            if hit:
+                index.append(hit[0])
+            elif prefixes and order.index(name) > order.index(prefixes[-1][:-1]):
+                index.append(len(blocks))
+            else:
+                index.append(0)
+        out.append(min(index))
+    return out
+
+
+class _BlockPrefixCache:
+    """``error(model)`` with the repeated blocks below block ``b`` replaced by their recorded output.
+
+    ``start_at(b)`` records, in one full evaluation, what block ``b - 1`` returns for each batch the error
+    function runs; later ``error()`` calls make blocks ``0 .. b-1`` return that record instead of computing
+    (the blocks above get exactly the inputs they would have). A model without repeated blocks, or
+    ``b == 0``, is evaluated in full."""
+
+    def __init__(self, model, error: Callable[[object], float]):
+        from edgeft.training import transformer_blocks
+
+        self.model, self._error = model, error
+        self.blocks = transformer_blocks(model)
+        self.start, self.outputs, self._batch = 0, [], 0
+
+    def __enter__(self) -> "_BlockPrefixCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.outputs = []
+
+    def start_at(self, block: int) -> None:
+        block = min(block, len(self.blocks))
+        if block == self.start and (block == 0 or self.outputs):
+            return
+        self.start, self.outputs = block, []
+        if block == 0:
+            return
+        handle = self.blocks[block - 1].register_forward_hook(lambda _m, _a, out: self.outputs.append(out))
+        try:
+            self._error(self.model)
+        finally:
+            handle.remove()
+
+    def error(self) -> float:
+        if self.start == 0:
+            return float(self._error(self.model))
+        skipped = self.blocks[:self.start]
+        saved = [b.__dict__.get("forward") for b in skipped]
+
+        def first(*args, **kwargs):                 # block 0 runs once per batch, in order
+            self._batch += 1
+            return self.outputs[self._batch - 1]
+
+        self._batch = 0
+        skipped[0].forward = first
+        for b in skipped[1:]:
+            b.forward = lambda *a, **k: self.outputs[self._batch - 1]
+        try:
+            return float(self._error(self.model))
+        finally:
+            for b, f in zip(skipped, saved):
+                if f is None:
+                    del b.forward
+                else:
+                    b.forward = f
 
 
 def _histogram_calibrate(model, forward_loop, method: str, percentile: float) -> None:

@@ -32,7 +32,7 @@ def quantizer_groups(model) -> dict[str, list]:
 
 
 def sensitivity(model, evaluate: Callable[[], float], lower_is_better: bool = False,
-                progress: Callable[[str], None] | None = None) -> list[dict]:
+                progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
     """Quantize one group at a time and measure; returns rows sorted by cost (worst first). ``progress``
     (when given) gets a line after each group."""
     groups = quantizer_groups(model)
@@ -51,7 +51,7 @@ def sensitivity(model, evaluate: Callable[[], float], lower_is_better: bool = Fa
             cost = (score - reference) if lower_is_better else (reference - score)
             rows.append({"group": name, "quantizers": len(qs), "score": score, "cost": cost})
             if progress:
-                progress(f"{len(rows)}/{len(groups)} {name}: {cost:+.4f}")
+                progress(len(rows), len(groups), f"{name}: {cost:+.4f}")
     finally:
         for q in every:
             q.enable()

@@ -17,11 +17,14 @@ Raises:
 """
 from __future__ import annotations
 
+import contextlib
+
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from edgeft.console import CONSOLE, LOG_FILE
 from edgeft.calibration import batches, fingerprint as calib_fingerprint, load_calibration
 from edgeft.data.loading import SplitData, save_splits
 from edgeft.distributed import check_devices
@@ -238,18 +241,23 @@ def _quantization_aware(ctx, model, family, data: SplitData, ds: dict, work: Pat
                 f"(largest change {snapped['max_abs_change']:.2e})")
     ctx.log(f"finetune: INT8 calibration ({calib.method}) on {min(calib.num_samples, len(texts))} {calib.split} samples")
     auto: dict = {}
-    qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile,
-                                    error=error if calib.method == "auto" else None, report=auto,
-                                    progress=lambda line: ctx.log(f"finetune: calibration auto: {line}"))
+    with CONSOLE.progress("calibration auto (evaluations)", None) if calib.method == "auto" \
+            else contextlib.nullcontext() as bar:
+        qmodel = modelopt_int8.quantize(model, calib_batches, calib.method, calib.percentile,
+                                        error=error if calib.method == "auto" else None, report=auto,
+                                        progress=lambda done, total, note: bar.update(done, total, note))
     if auto:
         n = min(calib.selection_samples, len(data.validation) or len(data.train))
-        ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {n} validation samples, one method for all "
-                + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items())
-                + f"; per role {auto['role_error']:.4f}:")
+        ctx.log(f"finetune: calibration auto: logit MSE to FP32 on {n} validation samples: best single method "
+                f"{min(auto['single_method_error'].values()):.4f}, per role {auto['role_error']:.4f}, "
+                f"per unit {auto['error']:.4f} ({len(auto['refined'])} of {auto['units']} units refined; "
+                f"details in {LOG_FILE})")
+        CONSOLE.detail("calibration auto, one method for all: "
+                       + ", ".join(f"{k} {v:.4f}" for k, v in auto["single_method_error"].items()))
         for role, method in auto["chosen"].items():
-            ctx.log(f"    {role:60s} {method}")
-        ctx.log(f"finetune: calibration auto, per unit: {len(auto['refined'])} of {auto['units']} changed, "
-                f"error {auto['error']:.4f}" + "".join(f"\n    {u:60s} {c}" for u, c in auto["refined"].items()))
+            CONSOLE.detail(f"    {role:60s} {method}")
+        for u, c in auto["refined"].items():
+            CONSOLE.detail(f"    refined {u:60s} {c}")
     epochs = cfg.train.qat_epochs or 1          # with 0 (PTQ only) the trainer is used for evaluation alone
     qat_cfg = cfg.train.model_copy(update={"gradual_unfreeze": False})
     trainer = _trainer(qmodel, family, qat_cfg, cfg.seed, data, ds, _ckpt_dir(ctx), epochs=epochs,
@@ -338,12 +346,15 @@ def _sensitivity(ctx, trainer, ds: dict, task: str) -> list[dict]:
     """Cost of quantizing each block alone, on the validation split; printed as a sorted table."""
     from edgeft.quant.sensitivity import sensitivity
 
-    rows = sensitivity(trainer.model, lambda: _evaluate(trainer, ds["validation"], task)[0],
-                       lower_is_better=task == "regression",
-                       progress=lambda line: ctx.log(f"finetune: sensitivity {line}"))
-    ctx.log(f"finetune: per-block INT8 sensitivity (validation {headline(task)} cost, worst first):")
+    with CONSOLE.progress("per-block INT8 sensitivity", None) as bar:
+        rows = sensitivity(trainer.model, lambda: _evaluate(trainer, ds["validation"], task)[0],
+                           lower_is_better=task == "regression",
+                           progress=lambda done, total, note: bar.update(done, total, note))
+    worst = rows[0] if rows else None
+    ctx.log(f"finetune: per-block INT8 sensitivity (validation {headline(task)} cost): "
+            + (f"worst {worst['group']} {worst['cost']:+.4f}" if worst else "no blocks") + f"; table in {LOG_FILE}")
     for r in rows:
-        ctx.log(f"    {r['group']:40s} {r['cost']:+.4f}  ({r['quantizers']} quantizers)")
+        CONSOLE.detail(f"    {r['group']:40s} {r['cost']:+.4f}  ({r['quantizers']} quantizers)")
     return rows
 
 

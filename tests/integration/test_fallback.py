@@ -87,8 +87,8 @@ def test_sensitivity_ranks_the_block_with_the_outlier_first(tiny_model_dir):
         with torch.no_grad():
             return float((model(**feeds).logits.argmax(-1) == ref).float().mean())
 
-    lines: list[str] = []
-    rows = sensitivity(model, agreement, progress=lines.append)
+    steps: list[tuple] = []
+    rows = sensitivity(model, agreement, progress=lambda *step: steps.append(step))
     assert rows[0]["group"] == BROKEN and rows[0]["cost"] > rows[-1]["cost"]
-    assert len(lines) == 4 and lines[-1].startswith("4/4 ") and any(BROKEN in x for x in lines)
+    assert [s[:2] for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)] and any(BROKEN in s[2] for s in steps)
     assert {r["group"] for r in rows} == {"bert.encoder.layer.0", "bert.encoder.layer.1", "bert.pooler", "classifier"}

@@ -383,3 +383,55 @@ def test_keep_fp32_one_layer_runs_it_in_float_and_an_unknown_name_exits_1(tiny_r
     assert [n for n in names if "/layer.1/intermediate/dense/" in n]            # the rest of the block stays int8
     where = json.loads((run_dir / "compile/test-int8/engine/engine.json").read_text())["where_it_ran"]
     assert len(where["float_weight_layers"]) == 1 and where["int8_share"] < 1.0
+
+
+def test_latency_gate_on_a_host_without_the_target_isa_is_not_measured(tiny_run, tmp_path, monkeypatch):
+    """An avx512_vnni target verified on an AVX2 host: its (impossible) latency gate is not measured, the
+    verdict is incomplete (exit 4, 0 with --accept-unmeasured); on a VNNI host the same gate fails (exit 3)."""
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    target = tmp_path / "vnni.yaml"
+    target.write_text(tiny_run["target"].read_text().replace("name: test-int8", "name: vnni")
+                      .replace("isa: any", "isa: avx512_vnni")
+                      .replace("agreement: {min_top1: 0.0}}", "agreement: {min_top1: 0.0}, latency: {max_ratio_vs_fp32: 1e-6}}"))
+    monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 fma avx2")
+    assert invoke("compile", run_dir, "--target", target).exit_code == 0
+    r = invoke("verify", run_dir, "--target", target)
+    assert r.exit_code == 4, r.output
+    assert "incomplete" in r.output and "--accept-unmeasured" in r.output
+    report = json.loads((run_dir / "verify/report.json").read_text())
+    gate = next(g for e in report["engines"] for g in e["gates"] if g["name"] == "p50_ratio_vs_fp32")
+    assert gate["passed"] is None and "ISA" in gate["not_measured"] and gate["value"] is not None
+    assert report["verdict"] == "incomplete" and report["host"]["isa_class"] == "avx2"
+    assert report["engines"][0]["latency_ms"]["p50_ms"] > 0           # measured, reported, not judged
+    assert invoke("verify", run_dir, "--target", target, "--accept-unmeasured").exit_code == 0
+    monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 avx2 avx512_vnni")
+    r = invoke("verify", run_dir, "--target", target)
+    assert r.exit_code == 3 and "p50_ratio_vs_fp32" in r.output, r.output
+
+
+def test_tiny_engine_matches_its_qdq_graph_on_avx2_kernels(tiny_run):
+    """The isa-any engine (u8u8) run on AVX2 kernels: the same 1e-4 as on this host (see the test above)."""
+    from tests.avx2 import run_on_avx2
+
+    script = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from edgeft.runtime.session import open_engine
+from edgeft.runtime.text import TextPreprocessor
+from edgeft.stages.export import reference_session
+out = Path(sys.argv[1])
+eng = open_engine(out / "compile/test-int8/engine")
+plain = reference_session(out / "export/int8/model.onnx")
+pre = TextPreprocessor(out / "compile/test-int8/engine", 32)
+diff = 0.0
+for t in ["turn on the kitchen lights", "play some jazz in the bedroom please", "weather tomorrow?"]:
+    feeds = pre([t], eng.input_names)
+    b = plain.run(["logits"], {i.name: feeds[i.name] for i in plain.get_inputs()})[0]
+    diff = max(diff, float(np.abs(eng.run(feeds)["logits"] - b).max()))
+print(json.dumps({"max_abs_diff": diff}))
+"""
+    assert run_on_avx2(script, str(tiny_run["out"]))["max_abs_diff"] < 1e-4

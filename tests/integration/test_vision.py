@@ -74,13 +74,14 @@ def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tm
     import subprocess
     import sys
 
-    img = str(next((stripes / "vertical").glob("*.png")))
-    code = ("import sys; from edgeft.runtime.predict import Classifier; "
-            f"r = Classifier({str(eng)!r})({img!r}); "
-            "assert 'torch' not in sys.modules, 'torch imported'; print(r['label'])")
+    # every image, not one: training differs slightly between CPU vendors, and one image may sit near the boundary
+    code = ("import sys, json; from pathlib import Path; from edgeft.runtime.predict import Classifier; "
+            f"c = Classifier({str(eng)!r}); imgs = sorted(Path({str(stripes)!r}).rglob('*.png')); "
+            "right = sum(c(str(p))['label'] == p.parent.name for p in imgs); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(right / len(imgs))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "vertical"
+    assert float(proc.stdout.strip()) >= 0.9
 
 
 def test_hf_vit_from_folder_and_csv_of_image_paths(stripes, loose_vision_target, tmp_path):

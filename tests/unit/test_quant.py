@@ -115,11 +115,14 @@ def test_auto_calibration_chooses_per_role_no_worse_than_any_single_method(tiny_
             yield tok(texts[i:i + 5], padding=True, return_tensors="pt")
 
     report: dict = {}
-    lines: list[str] = []
-    q = quantize(copy.deepcopy(model), batches, "auto", 99.9, error=error, report=report, progress=lines.append)
+    steps: list[tuple] = []
+    q = quantize(copy.deepcopy(model), batches, "auto", 99.9, error=error, report=report,
+                 progress=lambda *step: steps.append(step))
     roles, units = len(report["chosen"]), report["units"]
-    assert len(lines) == 1 + roles + units and lines[-1] == f"unit {units}/{units} done (error {report['error']:.4f})"
-    assert lines[roles] == f"role {roles}/{roles} done (error {report['role_error']:.4f})"
+    total = 3 + roles * 2 + units * 6           # each role tries the 2 other methods, each unit its 6 other ranges
+    assert [s[:2] for s in steps] == [(i, total) for i in range(1, total + 1)]
+    assert steps[-1][2] == f"unit {units}/{units}: error {report['error']:.4f}"
+    assert steps[2 + roles * 2][2] == f"role {roles}/{roles}: error {report['role_error']:.4f}"
     assert set(report["single_method_error"]) == {"max", "entropy", "percentile"}
     assert report["role_error"] <= min(report["single_method_error"].values()) + 1e-12
     assert report["error"] <= report["role_error"] + 1e-12              # the per-unit pass only keeps gains
@@ -183,3 +186,51 @@ def test_keep_fp32_takes_a_block_or_one_layer_and_refuses_unknown_names(tiny_mod
         keep_in_high_precision(model, ["bert.encoder.layer.7"])
     with pytest.raises(ValueError, match="'bert.encoder.layer.1.out'"):      # a prefix is not a module path
         keep_in_high_precision(model, ["bert.encoder.layer.1.out"])
+
+
+def test_auto_prefix_cache_chooses_exactly_what_full_evaluation_chooses(tiny_model_dir):
+    """The per-unit pass reuses the output of the blocks below a unit: same choices and error as
+    evaluating the whole model for every candidate, with the lower blocks run far less often."""
+    import copy
+
+    import torch
+
+    from edgeft.models.hf_text import load_classifier, load_tokenizer
+    from edgeft.quant.modelopt_int8 import quantize
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_classifier(tiny_model_dir, ["a", "b"]).eval()
+    texts = ["turn on the kitchen lights please", "play some jazz", "what is the weather tomorrow",
+             "set an alarm for seven", "dim the bedroom lamp", "lock the front door"] * 3
+    feeds = [tok(texts[i:i + 6], padding=True, return_tensors="pt") for i in range(0, len(texts), 6)]
+    with torch.no_grad():
+        reference = [model(**f).logits for f in feeds]
+
+    def error(m):
+        with torch.no_grad():
+            return float(sum(((m(**f).logits - r) ** 2).mean() for f, r in zip(feeds, reference)))
+
+    layer_class = type(model.bert.encoder.layer[0])
+    calls = {"n": 0}
+    real = layer_class.forward
+
+    def counted(self, *a, **k):
+        calls["n"] += 1
+        return real(self, *a, **k)
+
+    results = {}
+    for cache in (True, False):
+        calls["n"] = 0
+        report: dict = {}
+        layer_class.forward = counted
+        try:
+            q = quantize(copy.deepcopy(model), lambda: iter(feeds), "auto", 99.9, error=error, report=report,
+                         prefix_cache=cache)
+        finally:
+            layer_class.forward = real
+        results[cache] = (report, calls["n"], error(q))
+    (cached, n_cached, e_cached), (full, n_full, e_full) = results[True], results[False]
+    assert cached["chosen"] == full["chosen"] and cached["refined"] == full["refined"]
+    assert cached["error"] == full["error"] and e_cached == e_full
+    assert n_cached < 0.8 * n_full, (n_cached, n_full)

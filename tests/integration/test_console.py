@@ -1,0 +1,53 @@
+"""What a user sees: edgeft's own progress on the console, library chatter in RUN_DIR/edgeft.log."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+CHATTER = ("is a decorated method", "{'loss'", "{'eval_loss'", "it/s]", "Some weights of")
+
+
+def _run(tiny_model_dir, intents_csv, out, *extra):
+    cmd = [sys.executable, "-m", "edgeft", "run", "--model", str(tiny_model_dir), "--data", str(intents_csv),
+           "--text-column", "utterance", "--label-column", "category", "--epochs", "2", "--max-steps", "6",
+           "--max-length", "32", "--target", "x86-avx2-int8", "--accept-unmeasured", "--out", str(out), *extra]
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def quiet_and_verbose(tiny_model_dir, tmp_path_factory):
+    import csv
+
+    from edgeft.data.builtin import SMARTHOME_DIR
+    from tests.conftest import write_csv
+
+    tmp = tmp_path_factory.mktemp("console")
+    with open(SMARTHOME_DIR / "train.csv", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["intent"] in ("lights_on", "play_music", "weather", "set_timer")]
+    data = write_csv(tmp / "intents.csv", [{"utterance": r["text"], "category": r["intent"]} for r in rows])
+    return (_run(tiny_model_dir, data, tmp / "quiet"), tmp / "quiet",
+            _run(tiny_model_dir, data, tmp / "verbose", "--verbose"))
+
+
+def test_console_shows_stages_with_time_and_progress_but_no_library_chatter(quiet_and_verbose):
+    quiet, out, _ = quiet_and_verbose
+    assert quiet.returncode in (0, 3), quiet.stderr[-3000:]
+    console = quiet.stdout + quiet.stderr
+    for stage in ("finetune", "export", "compile", "verify"):
+        assert f"[edgeft] {stage}: started" in console and f"[edgeft] {stage}: done in " in console
+    assert "  training, 2 epoch(s): 6/6 in " in console             # the bar's closing line off a terminal
+    assert "epoch 1: validation loss" in console
+    for noise in CHATTER:
+        assert noise not in console, noise
+    log = (out / "edgeft.log").read_text()
+    assert "is a decorated method" in log and "trainer: step" in log      # kept, in the run's log
+
+
+def test_verbose_shows_library_output_too(quiet_and_verbose):
+    _, _, verbose = quiet_and_verbose
+    assert verbose.returncode in (0, 3), verbose.stderr[-3000:]
+    assert "is a decorated method" in verbose.stderr and "trainer: step" in verbose.stderr
