@@ -44,6 +44,7 @@ class RunContext:
     log: Callable[[str], None] = log
     forced: bool = False            # the running stage was asked to redo everything (--force)
     _splits: Any = field(default=None, repr=False)
+    _verified: dict = field(default_factory=dict, repr=False)
 
     def splits(self):
         """The cleaned train/validation/test splits, read once per run (fingerprint and finetune share them)."""
@@ -57,20 +58,60 @@ class RunContext:
     def open(cls, config: RunConfig) -> "RunContext":
         run_dir = Path(config.out).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
-        manifest = Manifest.load(run_dir)
-        manifest.data["config"] = json.loads(config.model_dump_json())
-        return cls(run_dir, config, manifest)
+        return cls(run_dir, config, Manifest.load(run_dir))
 
     def path(self, rel: str) -> Path:
         return self.run_dir / rel
 
-    def require(self, stage: str, kind: str | None = None) -> list[Artifact]:
-        """Artifacts of an earlier stage, or RunDirError naming the command to run first."""
-        arts = [a for a in self.manifest.by_stage(stage) if kind is None or a.kind == kind]
-        if not self.manifest.stage_done(stage) or not arts:
-            raise RunDirError(f"{self.run_dir} has no {kind or stage} output from the {stage!r} stage",
-                              fix=f"run `edgeft {stage} {self.run_dir}` (or `edgeft run --out {self.run_dir}`) first")
-        return arts
+    def require(self, kind: str, **fields: str) -> Path:
+        """The path of an artifact of an earlier stage (``artifacts.KINDS``), after checking every file the
+        manifest recorded under it against its sha256. RunDirError names what is missing or changed and
+        the command that rebuilds it."""
+        from edgeft.artifacts import rel_path
+
+        self.recorded(kind, **fields)
+        return self.run_dir / rel_path(kind, **fields)
+
+    def recorded(self, *kinds: str, **fields: str) -> list[Artifact]:
+        """The manifest's artifacts at or under each kind's path, checked as ``require`` checks them (what a
+        stage reads, so what its fingerprint covers)."""
+        from edgeft.artifacts import rel_path, stage_of
+
+        out = []
+        for kind in kinds:
+            stage, rel = stage_of(kind), rel_path(kind, **fields)
+            arts = [a for a in self.manifest.by_stage(stage) if a.path == rel or a.path.startswith(rel + "/")]
+            if not self.manifest.stage_done(stage) or not arts:
+                raise RunDirError(f"{self.run_dir} has no {rel} from the {stage!r} stage",
+                                  fix=f"run `edgeft {stage} {self.run_dir}` (or `edgeft run --out {self.run_dir}`) first")
+            self._verify(arts)
+            out += arts
+        return out
+
+    def _verify(self, arts: list[Artifact]) -> None:
+        from edgeft.fileio import sha256_file
+
+        for a in arts:
+            p = self.run_dir / a.path
+            try:
+                stat = p.stat()
+            except OSError:
+                stat = None
+            key = (a.path, a.sha256, stat and (stat.st_size, stat.st_mtime_ns))
+            if key in self._verified:
+                continue
+            if stat is None or stat.st_size != a.bytes or sha256_file(p) != a.sha256:
+                what = "is missing" if stat is None else "does not match the sha256 manifest.json recorded"
+                raise RunDirError(f"{p} {what}: the {a.stage!r} stage's output was changed or damaged, "
+                                  "so nothing built from it can be trusted",
+                                  fix=f"rebuild it: `edgeft {a.stage} {self.run_dir} --force`, then the stages after it")
+            self._verified[key] = True
+
+    def facts(self):
+        """Task, modality and labels of this run (written by finetune)."""
+        from edgeft.artifacts import RunFacts
+
+        return RunFacts.read(self.require("finetune.facts"))
 
     def fingerprint(self, stage: str, config_part: Any, upstream: list[Artifact], code: bool = True,
                     modules: tuple[str, ...] = ()) -> str:
@@ -154,16 +195,23 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
     ctx.forced = force
     try:
         with CONSOLE.capture(ctx.run_dir / LOG_FILE):
-            artifacts = stage.run(ctx, work)
+            result = stage.run(ctx, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     if not is_main():
         shutil.rmtree(work, ignore_errors=True)
         return True
+    artifacts, info = result if isinstance(result, tuple) else (result, {})
+    declared = {a.path for a in artifacts}
+    # every file the stage wrote is recorded (undeclared ones as plain files), so every byte is checked later
+    artifacts += [Artifact(p.relative_to(work).as_posix(), "file", name) for p in sorted(work.rglob("*"))
+                  if p.is_file() and p.relative_to(work).as_posix() not in declared]
     _swap_in(work, ctx.run_dir / name)
     for a in artifacts:
         a.path = f"{name}/{a.path}"
+    ctx.manifest.data["config"] = json.loads(ctx.config.model_dump_json())   # what this stage was built from
+    ctx.manifest.data.update(info)
     ctx.manifest.record(name, fp, artifacts, time.time() - t0)
     ctx.manifest.save()
     ctx.log(f"{name}: done in {format_seconds(time.time() - t0)}")
@@ -180,9 +228,54 @@ def _swap_in(work: Path, final: Path) -> None:
 
 
 def run_pipeline(ctx: RunContext, stages: tuple[str, ...] = STAGES, force: bool = False) -> None:
+    """Run ``stages`` in order; then, when the config asks for it and verify ran, the accuracy fallback."""
     from edgeft.distributed import is_main
 
-    if is_main():
-        ctx.manifest.save()
     for name in stages:
         run_stage(ctx, name, force=force)
+    if is_main() and ctx.config.fallback and "verify" in stages:
+        _accuracy_fallback(ctx)
+
+
+def _accuracy_fallback(ctx: RunContext) -> None:
+    """While an accuracy gate fails: keep the next most sensitive block in FP32 and rebuild export, compile
+    and verify, within the config's block and time budget; the rounds go into verify's report, re-recorded."""
+    from edgeft import fallback
+    from edgeft.config import build_config
+    from edgeft.fileio import read_json, write_json_atomic, write_text_atomic
+    from edgeft.report import render_markdown
+
+    report = read_json(ctx.require("verify.report_json"))
+    if not fallback.accuracy_failed(report):
+        return
+    sens = read_json(ctx.require("finetune.metrics"))["qat"].get("sensitivity") or []
+    kept = list(ctx.config.keep_fp32)
+    rounds = [fallback.snapshot(report, kept)]
+    t0, limit, stopped_by = time.monotonic(), ctx.config.fallback_minutes, "blocks"
+    for group in fallback.candidates(sens, kept, ctx.config.fallback):
+        if limit is not None and time.monotonic() - t0 > limit * 60:
+            stopped_by = "time"
+            break
+        kept.append(group)
+        ctx.log(f"fallback: accuracy gate failed; keeping {kept} in FP32 and rebuilding")
+        ctx.config = build_config({"keep_fp32": kept}, ctx.config)
+        for stage in ("export", "compile", "verify"):
+            run_stage(ctx, stage)
+        report = read_json(ctx.require("verify.report_json"))
+        rounds.append(fallback.snapshot(report, kept))
+        if not fallback.accuracy_failed(report):
+            break
+    report["fallback"] = fallback.summary(report, ctx.config.fallback, limit, kept, rounds, stopped_by,
+                                          (time.monotonic() - t0) / 60)
+    write_json_atomic(ctx.require("verify.report_json"), report)
+    write_text_atomic(ctx.require("verify.report_md"), render_markdown(report))
+    rerecord(ctx, "verify")
+
+
+def rerecord(ctx: RunContext, stage: str) -> None:
+    """Record a stage's files again after the pipeline changed them in place (the fallback's report)."""
+    arts = ctx.manifest.by_stage(stage)
+    rec = ctx.manifest.data["stages"][stage]
+    extra = {k: v for k, v in rec.items() if k not in ("fingerprint", "seconds", "finished")}
+    ctx.manifest.record(stage, rec["fingerprint"], arts, rec["seconds"], extra)
+    ctx.manifest.save()

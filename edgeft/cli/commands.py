@@ -201,10 +201,6 @@ def run(out: Path | None, force: bool, accept_unmeasured: bool, print_config: bo
     ctx = RunContext.open(cfg)
     run_pipeline(ctx, force=force)
     if is_main():
-        if cfg.fallback:
-            from edgeft.fallback import accuracy_fallback
-
-            accuracy_fallback(ctx)
         _finish(ctx, accept_unmeasured)
 
 
@@ -236,9 +232,9 @@ def _finish(ctx, accept_unmeasured: bool = False) -> None:
     from edgeft.fileio import read_json, write_text_atomic
     from edgeft.report import verdict_of
 
-    report_path = ctx.path("verify/report.json")
-    for name in ("report.json", "report.md"):
-        write_text_atomic(ctx.path(name), ctx.path(f"verify/{name}").read_text(encoding="utf-8"))
+    report_path = ctx.require("verify.report_json")
+    for name, kind in (("report.json", "verify.report_json"), ("report.md", "verify.report_md")):
+        write_text_atomic(ctx.path(name), ctx.require(kind).read_text(encoding="utf-8"))
     click.echo(ctx.path("report.md").read_text(encoding="utf-8"))
     click.echo(f"report: {ctx.path('report.md')}  (machine-readable: {ctx.path('report.json')})", err=True)
     report = read_json(report_path)
@@ -282,8 +278,6 @@ def _stage_command(stage: str, doc: str):
             return
         _check_targets_and_calibration(cfg)
         ctx = RunContext.open(cfg)
-        if is_main():
-            ctx.manifest.save()
         run_stage(ctx, stage, force=force)
         if stage == "verify" and is_main():
             _finish(ctx, accept_unmeasured)

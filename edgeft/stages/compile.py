@@ -1,7 +1,7 @@
 """Stage ``compile``: one engine per target YAML, plus an FP32 engine as each target's reference.
 
-Reads: ``export/int8/model.onnx`` (INT8 targets) or ``export/fp32/model.onnx`` (FP32 targets), the
-targets named in config (``targets``). Writes ``compile/<target>/engine/`` and
+Reads (through the run context): ``export.int8_onnx`` (INT8 targets) or ``export.fp32_onnx`` (FP32
+targets), ``export.calibration_inputs``, ``finetune.labels``; the targets named in config (``targets``). Writes ``compile/<target>/engine/`` and
 ``compile/<target>/fp32-reference/``: the backend's engine file, ``engine.json`` (how to open it,
 versions, where the math runs), tokenizer files and ``labels.json`` so each engine stands alone.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgeft.artifacts import in_stage, rel_path
 from edgeft.backends import REGISTRY
 from edgeft.manifest import Artifact
 from edgeft.targets import load_target
@@ -22,7 +23,7 @@ NAME = "compile"
 
 
 def fingerprint(ctx) -> str:
-    upstream = [a for a in ctx.require("export") if a.kind.startswith("onnx/")]
+    upstream = ctx.recorded("export.int8", "export.fp32", "finetune.labels")
     specs = [load_target(t) for t in ctx.config.targets]
     backends = tuple(sorted({REGISTRY[t.backend].split(":")[0] for t in specs}))
     return ctx.fingerprint(NAME, {"targets": [t.model_dump() for t in specs]}, upstream, modules=backends)
@@ -35,17 +36,17 @@ def run(ctx, work: Path) -> list[Artifact]:
     backends = {s.name: get_backend(s.backend) for s in specs}
     for b in backends.values():
         b.check_available()
-    labels = ctx.path("finetune/data/labels.json")
+    labels = ctx.require("finetune.labels")
     out: list[Artifact] = []
     for spec in specs:
         builds = [("engine", spec.precision), ("fp32-reference", "fp32")]
         for sub, precision in builds:
-            src = "export/int8/model.onnx" if precision == "int8" else "export/fp32/model.onnx"
+            kind = "export.int8" if precision == "int8" else "export.fp32"     # the folder: graph + tokenizer
             ctx.log(f"compile: {spec.name} [{sub}, {precision}] with {spec.backend}")
-            dest = work / spec.name / sub
-            calib = ctx.path("export/int8/calibration_inputs.npz") if precision == "int8" else None
-            meta = backends[spec.name].compile(ctx.path(src), spec, dest, precision=precision,
-                                               calibration_inputs=calib if calib and calib.is_file() else None)
+            dest = work / in_stage("compile.engine", target=spec.name, role=sub)
+            calib = ctx.require("export.calibration_inputs") if precision == "int8" else None
+            meta = backends[spec.name].compile(ctx.require(kind) / "model.onnx", spec, dest, precision=precision,
+                                               calibration_inputs=calib)
             shutil.copy2(labels, dest / "labels.json")
             wr = meta["where_it_ran"]
             if meta.get("deferred"):
@@ -54,7 +55,7 @@ def run(ctx, work: Path) -> list[Artifact]:
                 ctx.log(f"compile: {spec.name}/{sub}: {wr.get('int8_compute_nodes')} int8 / "
                         f"{wr.get('float_compute_nodes')} float compute nodes (int8 share {wr.get('int8_share')})")
             out.append(Artifact(f"{spec.name}/{sub}/{meta['file']}", f"engine/{spec.backend}", NAME,
-                                parents=[src], target=spec.name, metrics={"precision": precision, **wr}))
+                                parents=[rel_path(kind) + "/model.onnx"], target=spec.name, metrics={"precision": precision, **wr}))
             out += [Artifact(f"{spec.name}/{sub}/{p.name}", "engine/sidecar", NAME, target=spec.name)
                     for p in sorted(dest.iterdir()) if p.name != meta["file"]]
     return out

@@ -1,7 +1,7 @@
 """Stage ``export``: the FP32 baseline and the INT8 QAT model to ONNX through optimum-onnx (Optimum's
 OnnxConfig for Hugging Face models, ``models.vision.TorchvisionOnnxConfig`` for torchvision ones).
 
-Reads: ``finetune/baseline/``, ``finetune/qat/modelopt_state.pth``, ``finetune/data/test.jsonl``;
+Reads (through the run context): ``finetune.baseline``, ``finetune.qat_state``, ``finetune.splits``, ``finetune.facts``;
 config ``keep_fp32`` (blocks whose quantizers are turned off, so they export without Q/DQ).
 Writes (``export/``): ``fp32/model.onnx`` and ``int8/model.onnx`` (Q/DQ nodes from the ModelOpt
 quantizers), each with its tokenizer and config; ``parity.json``; ``int8/calibration_inputs.npz``: model
@@ -36,7 +36,7 @@ CALIB_INPUT_BYTES = 16 << 20
 
 
 def fingerprint(ctx) -> str:
-    upstream = [a for a in ctx.require("finetune") if a.kind.startswith("model/")]
+    upstream = ctx.recorded("finetune.baseline", "finetune.qat_state", "finetune.splits", "finetune.facts")
     return ctx.fingerprint(NAME, {"opset": OPSET, "keep_fp32": ctx.config.keep_fp32}, upstream)
 
 
@@ -76,11 +76,11 @@ def run(ctx, work: Path) -> list[Artifact]:
     from edgeft.models import family_for
     from edgeft.quant import modelopt_int8
 
-    base_dir = ctx.path("finetune/baseline")
-    labels = read_json(ctx.path("finetune/data/labels.json"))
-    modality = read_json(ctx.path("finetune/metrics.json")).get("modality", "text")
-    family = family_for(ctx.config, modality, saved=base_dir)
-    test = read_split(ctx.path("finetune/data"), "test")[:PARITY_SAMPLES]
+    base_dir = ctx.require("finetune.baseline")
+    facts = ctx.facts()
+    labels = facts.labels
+    family = family_for(ctx.config, facts.modality, saved=base_dir)
+    test = read_split(ctx.require("finetune.splits"), "test")[:PARITY_SAMPLES]
     feeds = family.feeds([e.text for e in test])
 
     baseline = family.load_saved(base_dir, labels).eval()
@@ -88,7 +88,7 @@ def run(ctx, work: Path) -> list[Artifact]:
     family.export(baseline, work / "fp32", OPSET)
     results = {"fp32": parity(baseline, work / "fp32/model.onnx", feeds, atol=FP32_ATOL, min_agreement=None)}
 
-    qmodel = modelopt_int8.restore(family.load_saved(base_dir, labels), ctx.path("finetune/qat/modelopt_state.pth")).eval()
+    qmodel = modelopt_int8.restore(family.load_saved(base_dir, labels), ctx.require("finetune.qat_state")).eval()
     if ctx.config.keep_fp32:
         from edgeft.quant.sensitivity import keep_in_high_precision
 
@@ -131,7 +131,7 @@ def _save_calibration_inputs(ctx, family, dest: Path) -> int:
     from edgeft.data.loading import read_split
 
     calib = load_calibration(ctx.config.calibration)
-    texts = [e.text for e in read_split(ctx.path("finetune/data"), calib.split)]
+    texts = [e.text for e in read_split(ctx.require("finetune.splits"), calib.split)]
     idx = select_indices(len(texts), calib)[:CALIB_INPUTS]
     feeds = {k: v.numpy() for k, v in family.feeds([texts[i] for i in idx], calib.max_length).items()}
     per_sample = sum(v[:1].nbytes for v in feeds.values())

@@ -7,6 +7,7 @@ Writes (``finetune/``):
     baseline_test_logits.npy                               baseline logits on the test split (verify uses them)
     qat/modelopt_state.pth                                 the quantized model (ModelOpt state + weights)
     metrics.json                                           baseline and QAT metrics, data report, calibration
+    facts.json                                             task, modality, labels (``ctx.facts()`` for later stages)
     baseline_key.txt                                       what the baseline depends on (see ``baseline_key``)
 When a re-run changes only calibration or QAT settings (``--qat-epochs``, ``--qat-distill``, ``--calib-method``,
 ...) the previous baseline is reused instead of retrained, after its files are checked against the manifest.
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.console import CONSOLE, LOG_FILE
+from edgeft.artifacts import RunFacts, in_stage
 from edgeft.calibration import batches, fingerprint as calib_fingerprint, load_calibration
 from edgeft.data.loading import SplitData, save_splits
+from edgeft.console import CONSOLE, LOG_FILE
 from edgeft.distributed import check_devices
 from edgeft.fileio import write_json_atomic
 from edgeft.manifest import Artifact
@@ -85,7 +87,8 @@ def _evaluate(trainer, ds, task: str) -> tuple[float, np.ndarray]:
     return float((out.predictions.argmax(-1) == out.label_ids).mean()), out.predictions
 
 
-def run(ctx, work: Path) -> list[Artifact]:
+def run(ctx, work: Path) -> tuple[list[Artifact], dict]:
+    """Returns the artifacts and what the manifest records about the data and training."""
     import torch
     from transformers import set_seed
 
@@ -110,10 +113,11 @@ def run(ctx, work: Path) -> list[Artifact]:
                "data_fingerprint": data.fingerprint(),
                "data_report": data.report, "baseline": baseline, "qat": qat, "calibration": calibration}
     write_json_atomic(work / "metrics.json", metrics)
-    ctx.manifest.data["data"] = {"fingerprint": data.fingerprint(), "report": data.report,
-                                 "calibration_fingerprint": metrics["calibration"]["fingerprint"]}
-    ctx.manifest.data["training"] = {"device": device, "seed": cfg.seed, "train_config": cfg.train.model_dump(),
-                                     "baseline": baseline, "qat": qat}
+    RunFacts(task=data.task, modality=data.modality, labels=list(data.labels)).write(work / in_stage("finetune.facts"))
+    manifest_info = {"data": {"fingerprint": data.fingerprint(), "report": data.report,
+                              "calibration_fingerprint": metrics["calibration"]["fingerprint"]},
+                     "training": {"device": device, "seed": cfg.seed, "train_config": cfg.train.model_dump(),
+                                  "baseline": baseline, "qat": qat}}
     m = headline(data.task)
     base_test, q_test = baseline[f"test_{m}"], qat[f"test_{m}"]
     weights = f"{NAME}/baseline/model.safetensors"
@@ -124,8 +128,9 @@ def run(ctx, work: Path) -> list[Artifact]:
         Artifact("qat/modelopt_state.pth", "model/pytorch-int8-fakequant", NAME, parents=[weights],
                  metrics={f"test_{m}": q_test}),
         Artifact("metrics.json", "metrics/finetune", NAME),
+        Artifact(in_stage("finetune.facts"), "meta/run-facts", NAME),
         Artifact(BASELINE_KEY, "meta/baseline-key", NAME),
-    ]
+    ], manifest_info
 
 
 def _trainer(model, family, train_cfg, seed: int, data: SplitData, ds: dict, out: Path, *, epochs: float,

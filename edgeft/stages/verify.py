@@ -1,6 +1,7 @@
 """Stage ``verify``: accuracy, agreement and latency of every engine against the FP32 baseline; gates.
 
-Reads: ``finetune/data/test.jsonl``, ``finetune/baseline_test_logits.npy``, every engine of ``compile/``.
+Reads (through the run context): ``finetune.splits`` (test), ``finetune.baseline_test_logits``,
+``finetune.facts``, every ``compile.engine`` of the configured targets.
 Writes (``verify/``): ``report.json`` (schema in README), ``report.md``, ``predictions/<target>-<role>.npy``.
 Accuracy and agreement run each test example at batch 1 through the engine (the deployment case).
 Latency runs each engine in its own process (``python -m edgeft.runtime.latency``) at the target's
@@ -34,9 +35,11 @@ LATENCY_GATES = {"p50_ms", "p50_ratio_vs_fp32"}
 
 
 def fingerprint(ctx) -> str:
-    upstream = [a for a in ctx.require("compile") if a.kind.startswith("engine/")]
-    upstream += [a for a in ctx.require("finetune") if a.kind in ("predictions/baseline-test", "data/split")]
-    targets = [load_target(t).model_dump() for t in ctx.config.targets]
+    specs = [load_target(t) for t in ctx.config.targets]
+    upstream = ctx.recorded("finetune.baseline_test_logits", "finetune.splits", "finetune.facts")
+    for spec in specs:
+        upstream += [a for role in ROLES for a in ctx.recorded("compile.engine", target=spec.name, role=role)]
+    targets = [s.model_dump() for s in specs]
     host = _host()           # latency and the ISA verdict belong to the host they were measured on
     return ctx.fingerprint(NAME, {"targets": targets, "rounds": LATENCY_ROUNDS, "iters": LATENCY_ITERS,
                                   "max_length": ctx.config.train.max_length,
@@ -120,18 +123,18 @@ def verdict(gate_results: list[bool | None]) -> str:
 def run(ctx, work: Path) -> list[Artifact]:
     from edgeft.data.loading import read_split
 
-    labels = read_json(ctx.path("finetune/data/labels.json"))
-    test = read_split(ctx.path("finetune/data"), "test")
-    task = read_json(ctx.path("finetune/metrics.json")).get("task", "classification")
+    facts = ctx.facts()
+    labels, task = facts.labels, facts.task
+    test = read_split(ctx.require("finetune.splits"), "test")
     y = np.array([float(e.label) for e in test] if task == "regression" else [labels.index(e.label) for e in test])
-    base_out = np.load(ctx.path("finetune/baseline_test_logits.npy"))
+    base_out = np.load(ctx.require("finetune.baseline_test_logits"))
     base = score(base_out, y, base_out, task)
     specs = [load_target(t) for t in ctx.config.targets]
     rows, notes, artifacts = [], [], []
     (work / "predictions").mkdir()
     for spec in specs:
         for role in ROLES:
-            d = ctx.path(f"compile/{spec.name}/{role}")
+            d = ctx.require("compile.engine", target=spec.name, role=role)
             ctx.log(f"verify: {spec.name}/{role}: {len(test)} test examples at batch 1")
             logits = predict(d, [e.text for e in test], ctx.config.train.max_length)
             np.save(work / "predictions" / f"{spec.name}-{role}.npy", logits)

@@ -58,6 +58,9 @@ def test_fallback_keeps_sensitive_blocks_in_fp32_until_the_gate_passes(tiny_mode
     assert all(rd["engines"]["fb"]["p50_ms"] > 0 for rd in fb["rounds"]), "each round's latency is recorded"
     assert "## Accuracy fallback (resolved)" in (out / "report.md").read_text()
     assert json.loads((out / "manifest.json").read_text())["config"]["keep_fp32"] == fb["kept_fp32"]
+    # the fallback's report is re-recorded: verify on the same run is up to date, not "changed"
+    r = CliRunner().invoke(cli, ["verify", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0 and "verify: up to date" in r.output, r.output
 
     # a time budget that is already spent: no rebuild round, the report says why the gate still fails
     r = CliRunner().invoke(cli, base + ["--quant", "ptq", "--fallback", "4", "--fallback-minutes", "1e-9"],

@@ -435,3 +435,46 @@ for t in ["turn on the kitchen lights", "play some jazz in the bedroom please", 
 print(json.dumps({"max_abs_diff": diff}))
 """
     assert run_on_avx2(script, str(tiny_run["out"]))["max_abs_diff"] < 1e-4
+
+
+def _flip_byte(path, offset: int = -100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("stage, victim, command", [
+    ("compile", "compile/test-int8/engine/model.onnx", "verify"),
+    ("compile", "compile/test-int8/engine/tokenizer.json", "verify"),
+    ("finetune", "finetune/qat/modelopt_state.pth", "export"),
+    ("export", "export/int8/tokenizer.json", "compile"),
+    ("finetune", "finetune/data/test.jsonl", "verify"),
+])
+def test_a_changed_input_is_refused_naming_the_file_and_the_fix(tiny_run, tmp_path, stage, victim, command):
+    """Before a stage reads an input, or calls itself up to date, the input's sha256 is checked against the
+    manifest: tampered bytes are never measured, reported as PASSED or built on."""
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    report_before = (run_dir / "verify/report.json").read_bytes()
+    _flip_byte(run_dir / victim)
+    for extra in ([], ["--force"]):
+        r = invoke(command, run_dir, "--target", tiny_run["target"], *extra)
+        assert r.exit_code == 1, r.output
+        assert victim.split("/")[-1] in r.output and "does not match the sha256" in r.output
+        assert f"edgeft {stage} " in r.output and "--force" in r.output        # the fix names the rebuild
+        assert "up to date" not in r.output and "PASSED" not in r.output
+    assert (run_dir / "verify/report.json").read_bytes() == report_before
+
+
+def test_a_rejected_command_does_not_rewrite_the_recorded_config(tiny_run, tmp_path):
+    """Bad input (exit 1) leaves the manifest as it was: the finished run still claims its own data."""
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    before = (run_dir / "manifest.json").read_bytes()
+    r = invoke("finetune", run_dir, "--data", tmp_path / "missing.csv", "--seed", "7")
+    assert r.exit_code == 1
+    assert (run_dir / "manifest.json").read_bytes() == before

@@ -49,7 +49,7 @@ def test_compile_fingerprint_covers_the_targets_backend(monkeypatch):
     class Ctx:
         config = SimpleNamespace(targets=["x86-avx512-int8", "jetson-orin-nano-int8"])
 
-        def require(self, stage):
+        def recorded(self, *kinds, **fields):
             return []
 
         def fingerprint(self, stage, part, upstream, code=True, modules=()):
