@@ -47,8 +47,23 @@ class Manifest:
 
     @classmethod
     def load(cls, run_dir: Path) -> "Manifest":
+        """The run's manifest (a new one when there is none); RunDirError for a manifest.json that is not
+        edgeft's, which is left untouched."""
+        from edgeft.errors import RunDirError
+
         p = Path(run_dir) / "manifest.json"
-        return cls(run_dir, read_json(p)) if p.is_file() else cls(run_dir)
+        if not p.is_file():
+            return cls(run_dir)
+        try:
+            data = read_json(p)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not (isinstance(data, dict) and isinstance(data.get("stages"), dict)
+                and isinstance(data.get("artifacts"), list) and "schema_version" in data):
+            raise RunDirError(f"{p} is not an edgeft manifest, so {run_dir} is not an edgeft run directory "
+                              "(edgeft changes nothing in it)",
+                              fix="pass --out a new or empty folder, or the run directory of an earlier edgeft run")
+        return cls(run_dir, data)
 
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

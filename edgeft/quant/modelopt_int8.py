@@ -131,6 +131,8 @@ def _auto_calibrate(model, error: Callable[[object], float], percentile: float,
     from modelopt.torch.quantization.calib import HistogramCalibrator
     from modelopt.torch.quantization.nn import TensorQuantizer
 
+    from edgeft.quant.entropy import entropy_amax
+
     inputs = [(n, q) for n, q in model.named_modules() if isinstance(q, TensorQuantizer) and not q._disabled
               and isinstance(getattr(q, "_calibrator", None), HistogramCalibrator)
               and q._calibrator._calib_hist is not None]
@@ -145,7 +147,7 @@ def _auto_calibrate(model, error: Callable[[object], float], percentile: float,
         cal = unit[0][1]._calibrator
         top = cal._calib_bin_edges[-1].detach().clone().float()
         amax[(i, "max")] = top
-        amax[(i, "entropy")] = torch.as_tensor(cal.compute_amax("entropy")).float()
+        amax[(i, "entropy")] = torch.tensor(entropy_amax(cal))
         amax[(i, "percentile")] = torch.as_tensor(cal.compute_amax("percentile", percentile=percentile)).float()
         for p in REFINE_PERCENTILES:
             amax[(i, f"percentile {p}")] = torch.as_tensor(cal.compute_amax("percentile", percentile=p)).float()
@@ -295,12 +297,17 @@ def _histogram_calibrate(model, forward_loop, method: str, percentile: float) ->
 def _finish_calibration(quantizers: list, method: str | None, percentile: float) -> None:
     """Load each quantizer's amax from its collected statistics (histogram ones with ``method``; with
     ``None`` they are left for ``_auto_calibrate``), then switch from collecting to quantizing."""
+    import torch
     from modelopt.torch.quantization.calib import HistogramCalibrator
+
+    from edgeft.quant.entropy import entropy_amax
 
     for _, q in quantizers:
         cal = getattr(q, "_calibrator", None)
         if isinstance(cal, HistogramCalibrator):
-            if method is not None:
+            if method == "entropy" and cal._calib_hist is not None:
+                q.amax = torch.tensor(entropy_amax(cal))       # ModelOpt's result, computed faster
+            elif method is not None:
                 q.load_calib_amax(method, **({"percentile": percentile} if method == "percentile" else {}))
         elif cal is not None:
             q.load_calib_amax()
@@ -347,8 +354,12 @@ def save(model, out_dir: Path) -> Path:
 
 
 def restore(base_model, state_path: Path):
-    """Rebuild the quantized model: the baseline architecture + the saved quantizers and weights."""
+    """Rebuild the quantized model: the baseline architecture + the saved quantizers and weights.
+
+    Loaded with ``weights_only=True`` stated explicitly: torch then unpickles tensors and plain data only,
+    even under ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (which ModelOpt's own error message suggests), so a
+    state file in a shared run directory cannot run code."""
     import modelopt.torch.opt as mto
 
     with _scratch_tempdir():
-        return mto.restore(base_model, str(state_path))
+        return mto.restore(base_model, str(state_path), weights_only=True)

@@ -234,3 +234,28 @@ def test_auto_prefix_cache_chooses_exactly_what_full_evaluation_chooses(tiny_mod
     assert cached["chosen"] == full["chosen"] and cached["refined"] == full["refined"]
     assert cached["error"] == full["error"] and e_cached == e_full
     assert n_cached < 0.8 * n_full, (n_cached, n_full)
+
+
+def test_restoring_a_state_file_never_runs_code_from_it(tiny_model_dir, tmp_path, monkeypatch):
+    """A modelopt_state.pth carrying a pickled call is refused, even with the variable that turns torch's
+    weights-only default off; the call never runs."""
+    import os
+    import pickle
+
+    import torch
+
+    from edgeft.models.hf_text import load_classifier
+    from edgeft.quant.modelopt_int8 import restore
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = tmp_path / "modelopt_state.pth"
+    torch.save({"modelopt_state": Payload(), "model_state_dict": {}}, state, pickle_module=pickle)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(pickle.UnpicklingError):
+        restore(load_classifier(tiny_model_dir, ["a", "b"]), state)
+    assert not marker.exists()
