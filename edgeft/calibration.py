@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError
 
 from edgeft.config import Strict, format_validation_error
 from edgeft.errors import ConfigError
-from edgeft.targets import REPO_ROOT
+from edgeft.targets import shipped_dir
 from edgeft.yamlio import load_yaml
 
 
@@ -33,7 +33,7 @@ class CalibrationSpec(Strict):
 
 
 def calibration_dir() -> Path:
-    return Path(os.environ.get("EDGEFT_CALIBRATION_DIR", REPO_ROOT / "calibration"))
+    return Path(os.environ.get("EDGEFT_CALIBRATION_DIR") or shipped_dir("calibration"))
 
 
 def load_calibration(name_or_path: str) -> CalibrationSpec:

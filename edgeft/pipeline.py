@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 from edgeft.config import RunConfig
 from edgeft.console import CONSOLE, LOG_FILE, format_seconds
+from edgeft.fileio import sha256_file
 from edgeft.errors import RunDirError
 from edgeft.manifest import Artifact, Manifest
 
@@ -54,11 +56,29 @@ class RunContext:
             self._splits = load_splits(self.config)
         return self._splits
 
+    _lock: Any = field(default=None, repr=False)
+
     @classmethod
-    def open(cls, config: RunConfig) -> "RunContext":
+    def open(cls, config: RunConfig, lock: bool = True) -> "RunContext":
+        """Open (or start) a run directory. Refuses a folder that holds anything edgeft did not write, and
+        one another edgeft process is working in (``lock``; release with ``close``)."""
+        from edgeft.distributed import is_main
+
         run_dir = Path(config.out).resolve()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunDirError(f"--out {run_dir} is a file, not a folder", fix="pass --out a new or empty folder")
+        manifest = Manifest.load(run_dir)
+        _check_owned(run_dir, manifest)
         run_dir.mkdir(parents=True, exist_ok=True)
-        return cls(run_dir, config, Manifest.load(run_dir))
+        ctx = cls(run_dir, config, manifest)
+        if lock and is_main():
+            ctx._lock = _acquire_lock(run_dir)
+        return ctx
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()            # closing the file releases the flock
+            self._lock = None
 
     def path(self, rel: str) -> Path:
         return self.run_dir / rel
@@ -124,6 +144,82 @@ class RunContext:
         if code:
             payload["code"] = code_digest(f"edgeft.stages.{stage}", *modules)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+LOCK_FILE = ".edgeft.lock"
+OWN_NAMES = {"manifest.json", LOG_FILE, LOCK_FILE, "report.md", "report.json", *STAGES}
+
+
+def _check_owned(run_dir: Path, manifest: Manifest) -> None:
+    """edgeft replaces only what it wrote: a folder with no manifest must hold nothing but what an interrupted
+    first stage leaves; with a manifest, the stage folders may hold only recorded files, and the
+    top-level reports only what edgeft last published."""
+    if not run_dir.is_dir():
+        return
+    has_manifest = (run_dir / "manifest.json").is_file()
+    entries = sorted(run_dir.iterdir())
+    ours = lambda p: p.name in (LOG_FILE, LOCK_FILE) or (p.name.startswith(".") and (".tmp" in p.name  # noqa: E731
+                                                                                  or p.name.endswith(".old")))
+    if not has_manifest:
+        foreign = [p.name for p in entries if not ours(p)]
+        if foreign:
+            raise RunDirError(f"{run_dir} is not an edgeft run directory and is not empty (it holds "
+                              f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); edgeft would write "
+                              "finetune/, export/, compile/, verify/ and report.* there and changes nothing in it",
+                              fix="pass --out a new or empty folder")
+        return
+    recorded = {a.path for a in manifest.artifacts}
+    published = manifest.data.get("reports", {})
+    foreign = []
+    for stage in STAGES:
+        folder = run_dir / stage
+        if folder.is_dir():
+            foreign += [p.relative_to(run_dir).as_posix() for p in sorted(folder.rglob("*"))
+                        if p.is_file() and p.relative_to(run_dir).as_posix() not in recorded]
+    for name in ("report.md", "report.json"):
+        p = run_dir / name
+        if p.is_file() and published.get(name) != sha256_file(p):
+            foreign.append(name)
+    if foreign:
+        raise RunDirError(f"{run_dir} holds files edgeft did not write where it would write: "
+                          f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}",
+                          fix="move them out of the run directory, or pass --out another folder")
+
+
+def _acquire_lock(run_dir: Path):
+    """An exclusive flock on RUN_DIR/.edgeft.lock, held while this process works on the run directory. The
+    kernel drops it when the process dies, so a killed run leaves nothing to clean up."""
+    import fcntl
+    import os
+    import socket
+
+    f = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RunDirError(f"{run_dir} is in use by {holder}",
+                          fix="wait for that command to finish (or stop it), or pass --out another folder") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"edgeft process {os.getpid()} on {socket.gethostname()} "
+            f"(`{' '.join(sys.argv[:3])} ...`, started {time.strftime('%H:%M:%S')})")
+    f.flush()
+    return f
+
+
+def publish_reports(ctx: RunContext) -> None:
+    """Copy verify's report to the run directory's top level and record what was published."""
+    from edgeft.fileio import write_text_atomic
+
+    published = {}
+    for name, kind in (("report.json", "verify.report_json"), ("report.md", "verify.report_md")):
+        write_text_atomic(ctx.path(name), ctx.require(kind).read_text(encoding="utf-8"))
+        published[name] = sha256_file(ctx.path(name))
+    ctx.manifest.data["reports"] = published
+    ctx.manifest.save()
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -14,6 +14,20 @@ from edgeft.yamlio import load_yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def shipped_dir(kind: str) -> Path:
+    """The folder of the shipped ``targets`` or ``calibration`` YAMLs: the repository's top-level folder in
+    a checkout, package data (``edgeft/shipped/<kind>``) in an installed wheel."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(f"edgeft.shipped.{kind}")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return REPO_ROOT / kind
+
+
 class ShapeRange(Strict):
     min: list[int]
     opt: list[int]
@@ -83,7 +97,8 @@ class OrtOptions(Strict):
 
 
 class TargetSpec(Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                      description="an identifier (letters, digits, . _ -): it names the target's folders in a run")
     description: str = ""
     backend: str
     precision: Literal["fp32", "fp16", "int8"]
@@ -109,7 +124,7 @@ HOST = "host"
 
 
 def targets_dir() -> Path:
-    return Path(os.environ.get("EDGEFT_TARGETS_DIR", REPO_ROOT / "targets"))
+    return Path(os.environ.get("EDGEFT_TARGETS_DIR") or shipped_dir("targets"))
 
 
 def list_targets() -> list[str]:

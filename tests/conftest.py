@@ -58,15 +58,19 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture
-def intents_csv(tmp_path) -> Path:
-    """~120 rows of the built-in smart-home data as a user CSV with other column names."""
+def write_intents_csv(path: Path) -> Path:
+    """~120 rows of the built-in smart-home data (4 intents) as a user CSV with other column names."""
     from edgeft.data.builtin import SMARTHOME_DIR
 
     with open(SMARTHOME_DIR / "train.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     keep = [r for r in rows if r["intent"] in ("lights_on", "play_music", "weather", "set_timer")]
-    return write_csv(tmp_path / "intents.csv", [{"utterance": r["text"], "category": r["intent"]} for r in keep])
+    return write_csv(path, [{"utterance": r["text"], "category": r["intent"]} for r in keep])
+
+
+@pytest.fixture
+def intents_csv(tmp_path) -> Path:
+    return write_intents_csv(tmp_path / "intents.csv")
 
 
 @pytest.fixture

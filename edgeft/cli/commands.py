@@ -199,9 +199,12 @@ def run(out: Path | None, force: bool, accept_unmeasured: bool, print_config: bo
     _check_targets_and_calibration(cfg)
     click.echo(f"run directory: {Path(cfg.out).resolve()}", err=True)
     ctx = RunContext.open(cfg)
-    run_pipeline(ctx, force=force)
-    if is_main():
-        _finish(ctx, accept_unmeasured)
+    try:
+        run_pipeline(ctx, force=force)
+        if is_main():
+            _finish(ctx, accept_unmeasured)
+    finally:
+        ctx.close()
 
 
 def _resolve_host_target(cfg: RunConfig) -> RunConfig:
@@ -229,12 +232,12 @@ def _check_targets_and_calibration(cfg: RunConfig) -> None:
 
 def _finish(ctx, accept_unmeasured: bool = False) -> None:
     from edgeft.errors import GateFailed, GatesNotMeasured
-    from edgeft.fileio import read_json, write_text_atomic
+    from edgeft.fileio import read_json
+    from edgeft.pipeline import publish_reports
     from edgeft.report import verdict_of
 
     report_path = ctx.require("verify.report_json")
-    for name, kind in (("report.json", "verify.report_json"), ("report.md", "verify.report_md")):
-        write_text_atomic(ctx.path(name), ctx.require(kind).read_text(encoding="utf-8"))
+    publish_reports(ctx)
     click.echo(ctx.path("report.md").read_text(encoding="utf-8"))
     click.echo(f"report: {ctx.path('report.md')}  (machine-readable: {ctx.path('report.json')})", err=True)
     report = read_json(report_path)
@@ -278,9 +281,12 @@ def _stage_command(stage: str, doc: str):
             return
         _check_targets_and_calibration(cfg)
         ctx = RunContext.open(cfg)
-        run_stage(ctx, stage, force=force)
-        if stage == "verify" and is_main():
-            _finish(ctx, accept_unmeasured)
+        try:
+            run_stage(ctx, stage, force=force)
+            if stage == "verify" and is_main():
+                _finish(ctx, accept_unmeasured)
+        finally:
+            ctx.close()
 
     return command
 
@@ -296,11 +302,23 @@ def targets() -> None:
     pass
 
 
+def _shipped_targets(names: list[str]) -> list[str]:
+    """No shipped target found is a broken install, not an empty list."""
+    from edgeft.errors import TargetError
+    from edgeft.targets import targets_dir
+
+    if not names:
+        raise TargetError(f"no target YAMLs found in {targets_dir()}",
+                          fix="reinstall edgeft (`pip install --force-reinstall edgeft`), or set EDGEFT_TARGETS_DIR "
+                              "to a folder of target YAMLs")
+    return names
+
+
 @targets.command(name="ls", help="List the shipped targets.")
 def targets_ls() -> None:
     from edgeft.targets import list_targets, load_target
 
-    for name in list_targets():
+    for name in _shipped_targets(list_targets()):
         spec = load_target(name)
         click.echo(f"{name:28s} {spec.backend:16s} {spec.precision:5s} {spec.description}")
 
@@ -321,7 +339,7 @@ def targets_validate(names: tuple[str, ...]) -> None:
     from edgeft.targets import list_targets, load_target
 
     bad = 0
-    for name in names or list_targets():
+    for name in names or _shipped_targets(list_targets()):
         try:
             spec = load_target(name)
             click.echo(f"✓ {name}: {spec.backend}, {spec.precision}, {spec.device.kind}/{spec.device.isa}")

@@ -72,8 +72,11 @@ def latency_shapes(engine_dir: Path, spec: TargetSpec) -> dict[str, list[int]]:
 
 def measure_latency(engine_dir: Path, spec: TargetSpec) -> dict:
     shapes = [f"--shape={k}={'x'.join(map(str, v))}" for k, v in latency_shapes(engine_dir, spec).items()]
-    cmd = [sys.executable, "-m", "edgeft.runtime.latency", str(engine_dir), *shapes, f"--iters={LATENCY_ITERS}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    # -I: isolated from the current folder and PYTHON* variables, so no module planted in a shared run
+    # directory (or wherever the user stands) is imported by the timing process
+    cmd = [sys.executable, "-I", "-W", "ignore", "-m", "edgeft.runtime.latency", str(engine_dir), *shapes,
+           f"--iters={LATENCY_ITERS}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise EdgeftError(f"latency measurement failed for {engine_dir}:\n{proc.stderr[-2000:]}",
                           fix=f"run `{' '.join(cmd)}` to see the full error")

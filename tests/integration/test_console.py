@@ -20,15 +20,10 @@ def _run(tiny_model_dir, intents_csv, out, *extra):
 
 @pytest.fixture(scope="module")
 def quiet_and_verbose(tiny_model_dir, tmp_path_factory):
-    import csv
-
-    from edgeft.data.builtin import SMARTHOME_DIR
-    from tests.conftest import write_csv
+    from tests.conftest import write_intents_csv
 
     tmp = tmp_path_factory.mktemp("console")
-    with open(SMARTHOME_DIR / "train.csv", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["intent"] in ("lights_on", "play_music", "weather", "set_timer")]
-    data = write_csv(tmp / "intents.csv", [{"utterance": r["text"], "category": r["intent"]} for r in rows])
+    data = write_intents_csv(tmp / "intents.csv")
     return (_run(tiny_model_dir, data, tmp / "quiet"), tmp / "quiet",
             _run(tiny_model_dir, data, tmp / "verbose", "--verbose"))
 

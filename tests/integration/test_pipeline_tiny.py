@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -22,14 +23,10 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory):
     """One full run, shared by the tests below (each asserts a different property of it)."""
-    from tests.conftest import write_csv
-    from edgeft.data.builtin import SMARTHOME_DIR
-    import csv
+    from tests.conftest import write_intents_csv
 
     tmp = tmp_path_factory.mktemp("run")
-    with open(SMARTHOME_DIR / "train.csv", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["intent"] in ("lights_on", "play_music", "weather", "set_timer")]
-    data = write_csv(tmp / "intents.csv", [{"utterance": r["text"], "category": r["intent"]} for r in rows])
+    data = write_intents_csv(tmp / "intents.csv")
     target = tmp / "test-int8.yaml"
     target.write_text(
         "# test target\nname: test-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
@@ -478,3 +475,97 @@ def test_a_rejected_command_does_not_rewrite_the_recorded_config(tiny_run, tmp_p
     r = invoke("finetune", run_dir, "--data", tmp_path / "missing.csv", "--seed", "7")
     assert r.exit_code == 1
     assert (run_dir / "manifest.json").read_bytes() == before
+
+
+def test_a_folder_that_is_not_a_run_is_refused_and_left_as_it_was(tiny_run, tmp_path):
+    """--out on a user's folder (here: one with a finetune/ folder of their own and a report.md) changes nothing."""
+    mine = tmp_path / "mine"
+    (mine / "finetune").mkdir(parents=True)
+    (mine / "finetune/notes.txt").write_text("my notes")
+    (mine / "report.md").write_text("my report")
+    args = [a if a != tiny_run["out"] else mine for a in tiny_run["args"]]
+    r = invoke(*args)
+    assert r.exit_code == 1 and "not an edgeft run directory" in r.output and "--out" in r.output
+    assert sorted(p.name for p in mine.rglob("*")) == ["finetune", "notes.txt", "report.md"]
+    assert (mine / "report.md").read_text() == "my report"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text('{"name": "someone else\'s"}')
+    r = invoke(*[a if a != tiny_run["out"] else foreign for a in tiny_run["args"]])
+    assert r.exit_code == 1 and "is not an edgeft manifest" in r.output, r.output
+    assert (foreign / "manifest.json").read_text() == '{"name": "someone else\'s"}'
+
+
+def test_files_the_user_put_in_a_run_directory_are_never_replaced(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    (run_dir / "compile/my-notes.txt").write_text("keep me")
+    r = invoke("compile", run_dir, "--target", tiny_run["target"], "--force")
+    assert r.exit_code == 1 and "compile/my-notes.txt" in r.output, r.output
+    assert (run_dir / "compile/my-notes.txt").read_text() == "keep me"
+    (run_dir / "compile/my-notes.txt").unlink()
+    (run_dir / "report.md").write_text("edited by hand")
+    r = invoke("verify", run_dir, "--target", tiny_run["target"])
+    assert r.exit_code == 1 and "report.md" in r.output
+    assert (run_dir / "report.md").read_text() == "edited by hand"
+
+
+def test_a_second_command_on_a_run_directory_in_use_is_refused_then_runs_after_a_kill(tiny_run, tmp_path):
+    """The lock is the kernel's (flock): another process holding it is named; once that process is
+    killed (no clean-up), the next command takes the directory over."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from edgeft.pipeline import _acquire_lock; "
+        f"f = _acquire_lock(__import__('pathlib').Path({str(run_dir)!r})); print('held', flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = invoke("verify", run_dir, "--target", tiny_run["target"])
+        assert r.exit_code == 1 and "in use by edgeft process" in r.output and str(holder.pid) in r.output
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    r = invoke("verify", run_dir, "--target", tiny_run["target"])
+    assert r.exit_code == 0, r.output
+
+
+def test_target_name_is_an_identifier_not_a_path(tmp_path):
+    from edgeft.errors import ConfigError
+    from edgeft.targets import load_target, targets_dir
+
+    for bad in ("../escape", "/abs/path", "a b"):
+        p = tmp_path / "t.yaml"
+        p.write_text((targets_dir() / "x86-avx2-int8.yaml").read_text().replace("name: x86-avx2-int8", f"name: '{bad}'"))
+        with pytest.raises(ConfigError, match="name"):
+            load_target(str(p))
+
+
+def test_latency_process_never_imports_a_module_planted_where_the_user_stands(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    marker = tmp_path / "planted-ran"
+    (run_dir / "numpy.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nraise SystemExit(3)\n")
+    monkeypatch.chdir(run_dir)
+    r = invoke("verify", ".", "--target", tiny_run["target"], "--force")
+    assert not marker.exists()
+    assert r.exit_code == 0, r.output
+
+
+def test_output_files_follow_the_users_umask(tiny_run):
+    import stat
+
+    mode = stat.S_IMODE((tiny_run["out"] / "manifest.json").stat().st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask

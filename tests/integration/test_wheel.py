@@ -1,0 +1,60 @@
+"""The wheel carries what a non-editable install needs: `edgeft targets ls|validate` work from it alone."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp),
+                    str(REPO)], check=True, capture_output=True)
+    wheel = next(tmp.glob("edgeft-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin/python"
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
+                   capture_output=True)
+    # click, pydantic and pyyaml from this environment, as a plain path: its editable edgeft stays out
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return {"wheel": wheel, "venv": venv}
+
+
+def _edgeft(venv, *args, env=None):
+    return subprocess.run([venv / "bin/edgeft", *args], capture_output=True, text=True, cwd="/",
+                          env={**os.environ, **(env or {})})
+
+
+def test_wheel_ships_targets_and_calibration_as_package_data(wheel_venv):
+    names = zipfile.ZipFile(wheel_venv["wheel"]).namelist()
+    assert "edgeft/shipped/targets/x86-avx2-int8.yaml" in names
+    assert "edgeft/shipped/calibration/default.yaml" in names
+
+
+def test_targets_ls_and_validate_from_a_non_editable_install(wheel_venv):
+    venv = wheel_venv["venv"]
+    where = subprocess.run([venv / "bin/python", "-c", "import edgeft; print(edgeft.__file__)"],
+                           capture_output=True, text=True, cwd="/").stdout
+    assert str(venv) in where, where                      # the installed copy, not this checkout
+    ls = _edgeft(venv, "targets", "ls")
+    assert ls.returncode == 0 and "x86-avx512-int8" in ls.stdout and "jetson-orin-nano-int8" in ls.stdout, ls.stderr
+    validate = _edgeft(venv, "targets", "validate")
+    assert validate.returncode == 0 and validate.stdout.count("✓") >= 8, validate.stderr
+
+
+def test_no_targets_found_is_an_error_not_an_empty_pass(wheel_venv, tmp_path):
+    empty = {"EDGEFT_TARGETS_DIR": str(tmp_path)}
+    for args in (("targets", "ls"), ("targets", "validate")):
+        r = _edgeft(wheel_venv["venv"], *args, env=empty)
+        assert r.returncode == 1 and "no target YAMLs found" in r.stderr, r.stderr
