@@ -183,11 +183,11 @@ def load_target(name_or_path: str) -> TargetSpec:
 
 
 def capability_problems(spec: TargetSpec) -> list[str]:
-    from edgeft.backends import CAPABILITIES, REGISTRY
+    from edgeft.backends import REGISTRY, backend_class
 
     if spec.backend not in REGISTRY:
         return [f"backend: unknown backend {spec.backend!r}; registered: {sorted(REGISTRY)}"]
-    caps = CAPABILITIES[spec.backend]
+    caps = backend_class(spec.backend).capabilities
     out = []
     if spec.precision not in caps.precisions:
         out.append(f"precision: {spec.backend} supports {list(caps.precisions)}, not {spec.precision!r}")

@@ -1,4 +1,7 @@
-"""Backends, registered by name and imported only when used."""
+"""Backends, registered by name: one class each (``base.Backend``), which carries its capabilities and
+compiles, opens and times its engines. A backend's module is imported when the backend is first used
+(named here, not imported), so neither this registry nor the code fingerprint of a stage that only
+validates targets pulls in every backend's code."""
 from __future__ import annotations
 
 import importlib
@@ -6,24 +9,21 @@ import importlib
 from edgeft.backends.base import Backend, Capabilities
 from edgeft.errors import TargetError
 
-# name -> "module:Class"; the module is imported only when the backend is used.
 REGISTRY: dict[str, str] = {
     "onnxruntime-cpu": "edgeft.backends.onnxruntime_cpu:OnnxRuntimeCPU",
     "tensorrt": "edgeft.backends.tensorrt:TensorRT",
 }
 
-CAPABILITIES: dict[str, Capabilities] = {
-    "onnxruntime-cpu": Capabilities(precisions=("fp32", "int8"), device_kinds=("cpu",),
-                                    isas=("any", "avx2", "avx512_vnni", "neon")),
-    # isa = CUDA compute capability the engine is built for (TensorRT engines are per-GPU).
-    "tensorrt": Capabilities(precisions=("fp32", "fp16", "int8"), device_kinds=("gpu",),
-                             isas=("any", "sm_72", "sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90")),
-}
+__all__ = ["Backend", "Capabilities", "REGISTRY", "backend_class", "get_backend"]
 
 
-def get_backend(name: str) -> Backend:
+def backend_class(name: str) -> type[Backend]:
     if name not in REGISTRY:
         raise TargetError(f"Unknown backend {name!r}. Registered: {sorted(REGISTRY)}",
                           fix="set `backend:` in the target YAML to one of the registered names")
     module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_backend(name: str) -> Backend:
+    return backend_class(name)()

@@ -13,10 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgeft.backends.base import copy_sidecars
+from edgeft.backends.base import Backend, Capabilities, copy_sidecars
 from edgeft.errors import BackendUnavailable
 from edgeft.fileio import write_json_atomic
-from edgeft.runtime.session import ENGINE_JSON, OrtSession
+from edgeft.runtime.session import ENGINE_JSON
 
 INT8_OPS = {"MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul",
             "QLinearConv", "ConvInteger", "QGemm", "QAttention"}
@@ -25,8 +25,10 @@ LAYERS_PER_NODE = {"QAttention": 3, "Attention": 3}    # packed q, k, v projecti
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
-class OnnxRuntimeCPU:
+class OnnxRuntimeCPU(Backend):
     name = "onnxruntime-cpu"
+    capabilities = Capabilities(precisions=("fp32", "int8"), device_kinds=("cpu",),
+                                isas=("any", "avx2", "avx512_vnni", "neon"))
 
     def check_available(self) -> None:
         try:
@@ -75,8 +77,10 @@ class OnnxRuntimeCPU:
         write_json_atomic(out_dir / ENGINE_JSON, meta)
         return meta
 
-    def load(self, engine_dir: Path) -> OrtSession:
-        return OrtSession(engine_dir)
+    def open(self, engine_dir: Path, threads: int | None = None):
+        from edgeft.runtime.session import OrtSession
+
+        return OrtSession(engine_dir, threads)
 
 
 def _feeds(npz: Path, batch: int = 16):

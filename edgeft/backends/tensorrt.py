@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgeft.backends.base import copy_sidecars
+from edgeft.backends.base import Backend, Capabilities, copy_sidecars
 from edgeft.errors import BackendUnavailable, TargetError
 from edgeft.fileio import write_json_atomic
 from edgeft.runtime.session import ENGINE_JSON
@@ -50,8 +50,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEFT_CACHE_DIR", Path.home() / ".cache" / "edgeft")) / "tensorrt"
 
 
-class TensorRT:
+class TensorRT(Backend):
     name = "tensorrt"
+    # isa = CUDA compute capability the engine is built for (TensorRT engines are per-GPU)
+    capabilities = Capabilities(precisions=("fp32", "fp16", "int8"), device_kinds=("gpu",),
+                                isas=("any", "sm_72", "sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90"))
 
     def check_available(self) -> None:
         """Compiling always works: without TensorRT it yields a deferred build kit (see module doc)."""
@@ -101,11 +104,12 @@ class TensorRT:
         write_json_atomic(out_dir / ENGINE_JSON, meta)
         return meta
 
-    def load(self, engine_dir: Path):
-        from edgeft.runtime.session import open_engine
+    def open(self, engine_dir: Path, threads: int | None = None):
+        """A built engine (``model.engine``); a deferred kit's engine.json names onnxruntime-cpu instead."""
+        from edgeft.runtime.session import TrtSession
 
         self.require_runtime()
-        return open_engine(engine_dir)
+        return TrtSession(engine_dir)
 
 
 def to_fp16(src: Path, dest: Path) -> dict[str, Any]:

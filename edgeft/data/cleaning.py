@@ -13,7 +13,7 @@ import string
 from collections import Counter
 from typing import Iterable
 
-from edgeft.data.loading import Example
+from edgeft.data.example import Example
 
 _SPACES = re.compile(r"\s+")
 

@@ -15,16 +15,9 @@ from pathlib import Path
 
 from edgeft.config import BUILTIN_DATA, RunConfig
 from edgeft.data.sources import IMAGEFOLDER, Source, read_source, read_table
+from edgeft.data.example import Example
 from edgeft.errors import DataError
 
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labeled input: ``text`` is the text, or for image data the image file's absolute path."""
-
-    text: str
-    label: str
 
 
 @dataclass

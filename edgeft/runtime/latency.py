@@ -7,39 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-
-import numpy as np
+from pathlib import Path
 
 
 def measure(engine_dir: str, shapes: dict[str, list[int]], warmup: int, iters: int, threads: int | None) -> dict:
-    from edgeft.runtime.session import open_engine
+    """Time an engine through its backend (``Backend.latency``)."""
+    from edgeft.backends import get_backend
+    from edgeft.runtime.session import runtime_of
 
-    t0 = time.perf_counter()
-    sess = open_engine(engine_dir, threads)
-    load_s = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for name in sess.input_names:
-        shape = shapes.get(name) or next(iter(shapes.values()))
-        if name == "input_ids":
-            feeds[name] = rng.integers(1000, 2000, size=shape, dtype=np.int64)
-        elif name == "attention_mask":
-            feeds[name] = np.ones(shape, dtype=np.int64)
-        elif name == "pixel_values":
-            feeds[name] = rng.standard_normal(size=shape, dtype=np.float32)
-        else:
-            feeds[name] = np.zeros(shape, dtype=np.int64)
-    for _ in range(warmup):
-        sess.run(feeds)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        sess.run(feeds)
-        times.append((time.perf_counter() - t) * 1000)
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(np.mean(times)),
-            "iters": iters, "load_s": load_s}
+    return get_backend(runtime_of(Path(engine_dir))).latency(Path(engine_dir), shapes, warmup, iters, threads)
 
 
 def main(argv: list[str] | None = None) -> None:

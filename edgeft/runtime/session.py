@@ -63,12 +63,15 @@ class TrtSession:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
-    """Open what compile wrote. A deferred TensorRT kit opens its Q/DQ ONNX in ONNX Runtime (parity only)."""
+def runtime_of(engine_dir: Path) -> str:
+    """The backend that opens this engine folder: ``engine.json``'s ``runtime`` (a deferred TensorRT kit
+    names onnxruntime-cpu, which checks its ONNX), else its ``backend``."""
     meta = read_json(Path(engine_dir) / ENGINE_JSON)
-    runtime = meta.get("runtime", meta["backend"])
-    if runtime == "onnxruntime-cpu":
-        return OrtSession(engine_dir, threads)
-    if runtime == "tensorrt":
-        return TrtSession(engine_dir)
-    raise ValueError(f"no runtime for {runtime!r} in {engine_dir}")
+    return meta.get("runtime", meta["backend"])
+
+
+def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
+    """Open what compile wrote, through the backend registry."""
+    from edgeft.backends import get_backend
+
+    return get_backend(runtime_of(engine_dir)).open(Path(engine_dir), threads)
