@@ -1,11 +1,13 @@
 """ONNX Runtime CPU backend: graph-optimized engines saved so loading re-optimizes nothing.
 
-Before ORT's optimizer: INT8 graphs get the ORT Q/DQ flavour (``qdq_ort``; CNNs also ``qdq_ort_conv``),
-every graph the attention fusion (``ort_fusions``). The engine is the graph after ONNX Runtime's own
+The graph passes are registered units (``ort_passes``), planned from the target's config. Before ORT's
+optimizer: INT8 graphs get the ORT Q/DQ flavour (``qdq_ort``; CNNs also ``qdq_ort_conv``), every graph
+the attention fusion (``ort_fusions``). The engine is the graph after ONNX Runtime's own
 optimizer (Q/DQ units fold into ``MatMulIntegerToFloat``/``QLinearConv``/... int8 kernels), serialized
 with ``optimized_model_filepath``, then biases folded and q/k/v projections packed into the attention
 node (``QAttention``/``Attention``); the runtime opens it with optimizations disabled (or only the
-hardware-specific layout pass, per target). ``engine.json`` records how to open it and where the math ran.
+hardware-specific layout pass, per target). ``engine.json`` records the passes in the order they ran,
+how to open the engine and where the math ran.
 """
 from __future__ import annotations
 
@@ -41,19 +43,17 @@ class OnnxRuntimeCPU(Backend):
         import onnx
         import onnxruntime as ort
 
-        from edgeft.backends.ort_fusions import fuse_attention
-        from edgeft.backends.qdq_ort import rewrite_for_ort
+        from edgeft.backends import ort_passes
 
         self.check_available()
         out_dir.mkdir(parents=True, exist_ok=True)
         opts = target.onnxruntime
         precision = precision or target.precision
         model = onnx.load(str(onnx_path))
-        rewrites: dict[str, Any] = {}
-        if precision == "int8":
-            rewrites = rewrite_for_ort(model, opts.int8_embeddings,
-                                       _feeds(calibration_inputs) if calibration_inputs else None, target.int8_kernels)
-        fusions = {"attention": fuse_attention(model)} if opts.fuse_attention else {}
+        pctx = ort_passes.PassContext(target, precision,
+                                      feeds_from_npz(calibration_inputs) if calibration_inputs else None)
+        passes = ort_passes.plan(pctx)
+        records = ort_passes.run(model, [p for p in passes if not p.after_ort], pctx)
         staged = out_dir / ".ort-input.onnx"     # the rewritten graph, only until ORT has optimized it
         onnx.save(model, str(staged))
         so = ort.SessionOptions()
@@ -64,12 +64,19 @@ class OnnxRuntimeCPU(Backend):
             ort.InferenceSession(str(staged), so, providers=["CPUExecutionProvider"])
         finally:
             staged.unlink()
-        after = _after_ort(out_dir / "model.onnx", precision == "int8", opts.fuse_attention)
-        rewrites.update(after.pop("rewrites"))
-        fusions.update(after)
+        records.append({"name": f"onnxruntime_optimizer ({opts.graph_optimization_level})", "exact": True,
+                        "result": "saved"})
+        after = [p for p in passes if p.after_ort]
+        if after:
+            optimized = onnx.load(str(out_dir / "model.onnx"))
+            done = ort_passes.run(optimized, after, pctx)
+            if any(r["result"] if isinstance(r["result"], int) else sum(r["result"].values()) for r in done):
+                onnx.save(optimized, str(out_dir / "model.onnx"))
+            records += done
+        rewrites, fusions = ort_passes.summary(records)
         copy_sidecars(onnx_path.parent, out_dir)
-        meta = {"backend": self.name, "target": target.name, "precision": precision, "qdq_rewrites": rewrites,
-                "fusions": fusions, "file": "model.onnx", "threads": target.device.threads,
+        meta = {"backend": self.name, "target": target.name, "precision": precision, "passes": records,
+                "qdq_rewrites": rewrites, "fusions": fusions, "file": "model.onnx", "threads": target.device.threads,
                 "optimization_level": opts.graph_optimization_level,
                 **({"int8_kernels": target.int8_kernels} if precision == "int8" else {}),
                 "load_optimization_level": opts.load_optimization_level,
@@ -83,7 +90,7 @@ class OnnxRuntimeCPU(Backend):
         return OrtSession(engine_dir, threads)
 
 
-def _feeds(npz: Path, batch: int = 16):
+def feeds_from_npz(npz: Path, batch: int = 16) -> list[dict]:
     """Batches of model inputs from an ``.npz`` written by the export stage."""
     import numpy as np
 
@@ -91,26 +98,6 @@ def _feeds(npz: Path, batch: int = 16):
         arrays = {k: data[k] for k in data.files}
     n = len(next(iter(arrays.values())))
     return [{k: v[i:i + batch] for k, v in arrays.items()} for i in range(0, n, batch)]
-
-
-def _after_ort(engine_file: Path, int8: bool, attention: bool) -> dict[str, Any]:
-    """Passes over the graph ORT's optimizer wrote (they need its int8 kernels in place): Linear biases
-    into ``MatMulIntegerToFloat``, then q/k/v projections packed into the attention node."""
-    import onnx
-
-    from edgeft.backends.ort_fusions import pack_attention
-    from edgeft.backends.qdq_ort import fold_bias_into_matmul_integer
-
-    model = onnx.load(str(engine_file))
-    out: dict[str, Any] = {"rewrites": {}}
-    if int8:
-        out["rewrites"]["bias_folded_into_int8_matmul"] = fold_bias_into_matmul_integer(model)
-    if attention:
-        packed = pack_attention(model)
-        out["packed_qkv_attention"] = packed["int8"] + packed["float"]
-    if sum(out["rewrites"].values()) or out.get("packed_qkv_attention"):
-        onnx.save(model, str(engine_file))
-    return out
 
 
 def where_it_ran(path: Path) -> dict[str, Any]:

@@ -264,24 +264,14 @@ def quantize_gemm_bias(graph) -> int:
 
 def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None,
                     int8_kernels: str = "u8s8") -> dict[str, Any]:
-    """Apply the passes in place on an ``onnx.ModelProto``; returns what changed.
+    """The INT8 passes that run before ONNX Runtime's optimizer (``ort_passes``), in place on an
+    ``onnx.ModelProto``, for code that has a graph and no target; returns what changed."""
+    from types import SimpleNamespace
 
-    Gemms with quantized input and weight get an int32 bias so ORT runs them as ``QGemm`` (pooler,
-    classifier). A graph with quantized Convs also gets ``qdq_ort_conv.complete_conv_qdq`` (needs
-    ``calibration_feeds``, batches of model inputs, for the output quantizers it adds)."""
-    from edgeft.backends import qdq_ort_conv
+    from edgeft.backends import ort_passes
 
-    removed = dedupe(model.graph, _constants(model.graph))
-    info: dict[str, Any] = {"duplicate_qdq_removed": removed}
-    info["gemm_bias_int32"] = quantize_gemm_bias(model.graph)
-    if qdq_ort_conv.has_quantized_conv(model.graph):
-        if calibration_feeds:
-            info.update(qdq_ort_conv.complete_conv_qdq(model, calibration_feeds))
-        else:
-            info["conv_qdq_completion"] = "skipped: no calibration inputs (export/int8/calibration_inputs.npz)"
-    info["activations_to_uint8"] = to_unsigned_activations(model.graph, _constants(model.graph))
-    if int8_kernels == "u8u8":
-        info["weights_to_uint8"] = weights_to_unsigned(model.graph, _constants(model.graph))
-    if int8_embeddings:
-        info.update(int8_embedding_tables(model.graph))
-    return info
+    target = SimpleNamespace(int8_kernels=int8_kernels,
+                             onnxruntime=SimpleNamespace(int8_embeddings=int8_embeddings, fuse_attention=False))
+    ctx = ort_passes.PassContext(target, "int8", calibration_feeds)
+    passes = [p for p in ort_passes.plan(ctx) if not p.after_ort]
+    return ort_passes.summary(ort_passes.run(model, passes, ctx))[0]

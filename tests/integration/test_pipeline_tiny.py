@@ -569,3 +569,24 @@ def test_output_files_follow_the_users_umask(tiny_run):
     mask = os.umask(0)
     os.umask(mask)
     assert mode == 0o666 & ~mask
+
+
+def test_engine_json_lists_the_graph_passes_in_the_order_they_ran(tiny_run):
+    """Passes are registered units planned from the target: the tiny run's isa-any target builds u8u8 and
+    keeps embedding tables float (its YAML), so weights_to_uint8 runs and int8_embedding_tables does not."""
+    from edgeft.backends import ort_passes
+
+    meta = json.loads((tiny_run["out"] / "compile/test-int8/engine/engine.json").read_text())
+    names = [p["name"] for p in meta["passes"]]
+    assert names == ["dedupe_qdq", "gemm_bias_int32", "complete_conv_qdq", "activations_to_uint8", "weights_to_uint8",
+                     "fuse_attention", "onnxruntime_optimizer (extended)", "fold_bias_into_int8_matmul",
+                     "pack_qkv_attention"]
+    exact = {p["name"]: p["exact"] for p in meta["passes"]}
+    assert exact["activations_to_uint8"] and exact["weights_to_uint8"] and not exact["gemm_bias_int32"]
+    assert meta["qdq_rewrites"]["weights_to_uint8"] == next(p["result"] for p in meta["passes"]
+                                                             if p["name"] == "weights_to_uint8") > 0
+    fp32 = json.loads((tiny_run["out"] / "compile/test-int8/fp32-reference/engine.json").read_text())
+    assert [p["name"] for p in fp32["passes"]] == ["fuse_attention", "onnxruntime_optimizer (extended)",
+                                                   "pack_qkv_attention"]
+    with pytest.raises(ValueError, match="registered twice"):
+        ort_passes.register(type("Again", (ort_passes.GraphPass,), {"name": "dedupe_qdq", "exact": True}))
