@@ -10,7 +10,10 @@ a pass that is not exact says in its docstring what it changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
+
+from edgeft.backends import ort_fusions, qdq_ort, qdq_ort_conv
+from edgeft.backends.onnx_graph import constants
 
 PASSES: dict[str, type["GraphPass"]] = {}
 
@@ -32,39 +35,39 @@ class PassContext:
 
 
 class GraphPass:
+    """A rewrite: ``function`` called on the model, its graph, or the graph and its
+    constants (``takes``); a pass with other needs overrides ``__call__``."""
     name: ClassVar[str]
     exact: ClassVar[bool]
     after_ort: ClassVar[bool] = False             # needs ORT's fused int8 kernels in place
+    function: ClassVar[Callable[..., Any]]
+    takes: ClassVar[str] = "graph"                # "graph", "graph+constants" or "model"
 
     @classmethod
     def applies(cls, ctx: PassContext) -> bool:
         return ctx.precision == "int8"
 
     def __call__(self, model, ctx: PassContext) -> Any:
-        raise NotImplementedError
+        fn = self.function
+        if self.takes == "model":
+            return fn(model)
+        if self.takes == "graph+constants":
+            return fn(model.graph, constants(model.graph))
+        return fn(model.graph)
 
 
 @register
 class DedupeQDQ(GraphPass):
     """Identical activation Q/DQ nodes on one tensor (ModelOpt's q, k, v input quantizers) become one."""
     name, exact = "dedupe_qdq", True
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.onnx_graph import constants
-        from edgeft.backends.qdq_ort import dedupe
-
-        return dedupe(model.graph, constants(model.graph))
+    function, takes = staticmethod(qdq_ort.dedupe), "graph+constants"
 
 
 @register
 class GemmBiasInt32(GraphPass):
     """Gemm biases on the int32 ``s_x * s_w`` grid, so ORT runs ``QGemm`` (the bias is rounded to that grid)."""
     name, exact = "gemm_bias_int32", False
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.qdq_ort import quantize_gemm_bias
-
-        return quantize_gemm_bias(model.graph)
+    function, takes = staticmethod(qdq_ort.quantize_gemm_bias), "graph"
 
 
 @register
@@ -73,13 +76,7 @@ class CompleteConvQDQ(GraphPass):
     export's calibration inputs (new quantization points: not exact)."""
     name, exact = "complete_conv_qdq", False
 
-    @classmethod
-    def applies(cls, ctx):
-        return ctx.precision == "int8"
-
     def __call__(self, model, ctx):
-        from edgeft.backends import qdq_ort_conv
-
         if not qdq_ort_conv.has_quantized_conv(model.graph):
             return {"skipped": "no quantized Conv"}
         if not ctx.calibration_feeds:
@@ -91,28 +88,18 @@ class CompleteConvQDQ(GraphPass):
 class ActivationsToUint8(GraphPass):
     """Signed activations at zero point 0 -> uint8 at 128 (Relu outputs at 0): the same grid points."""
     name, exact = "activations_to_uint8", True
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.onnx_graph import constants
-        from edgeft.backends.qdq_ort import to_unsigned_activations
-
-        return to_unsigned_activations(model.graph, constants(model.graph))
+    function, takes = staticmethod(qdq_ort.to_unsigned_activations), "graph+constants"
 
 
 @register
 class WeightsToUint8(GraphPass):
     """u8u8 targets (x86 without VNNI): weights stored as uint8 at zero point 128, the same values."""
     name, exact = "weights_to_uint8", True
+    function, takes = staticmethod(qdq_ort.weights_to_unsigned), "graph+constants"
 
     @classmethod
     def applies(cls, ctx):
         return ctx.precision == "int8" and ctx.target.int8_kernels == "u8u8"
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.onnx_graph import constants
-        from edgeft.backends.qdq_ort import weights_to_unsigned
-
-        return weights_to_unsigned(model.graph, constants(model.graph))
 
 
 @register
@@ -120,56 +107,40 @@ class Int8EmbeddingTables(GraphPass):
     """Large embedding tables stored int8 per row: exact for tables finetune put on that grid, which it
     does; the largest difference is recorded."""
     name, exact = "int8_embedding_tables", False
+    function, takes = staticmethod(qdq_ort.int8_embedding_tables), "graph"
 
     @classmethod
     def applies(cls, ctx):
         return ctx.precision == "int8" and ctx.target.onnxruntime.int8_embeddings
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.qdq_ort import int8_embedding_tables
-
-        return int8_embedding_tables(model.graph)
 
 
 @register
 class FuseAttention(GraphPass):
     """Transformer attention (q/k/v reshape, QKᵀ, mask, softmax, ·V) -> ``MultiHeadAttention``."""
     name, exact = "fuse_attention", True
+    function, takes = staticmethod(ort_fusions.fuse_attention), "model"
 
     @classmethod
     def applies(cls, ctx):
         return ctx.target.onnxruntime.fuse_attention
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.ort_fusions import fuse_attention
-
-        return fuse_attention(model)
 
 
 @register
 class FoldBiasIntoInt8MatMul(GraphPass):
     """``Add(MatMulIntegerToFloat, bias)`` -> the kernel's own bias input."""
     name, exact, after_ort = "fold_bias_into_int8_matmul", True, True
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.qdq_ort import fold_bias_into_matmul_integer
-
-        return fold_bias_into_matmul_integer(model)
+    function, takes = staticmethod(qdq_ort.fold_bias_into_matmul_integer), "model"
 
 
 @register
 class PackQKVAttention(GraphPass):
     """Attention and its q/k/v projections -> one ``QAttention``/``Attention`` node (one GEMM)."""
     name, exact, after_ort = "pack_qkv_attention", True, True
+    function, takes = staticmethod(ort_fusions.pack_attention), "model"
 
     @classmethod
     def applies(cls, ctx):
         return ctx.target.onnxruntime.fuse_attention
-
-    def __call__(self, model, ctx):
-        from edgeft.backends.ort_fusions import pack_attention
-
-        return pack_attention(model)
 
 
 ORDER = ("dedupe_qdq", "gemm_bias_int32", "complete_conv_qdq", "activations_to_uint8", "weights_to_uint8",
@@ -218,3 +189,16 @@ def summary(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
         elif name == "pack_qkv_attention":
             fusions["packed_qkv_attention"] = result["int8"] + result["float"]
     return rewrites, fusions
+
+
+def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None,
+                    int8_kernels: str = "u8s8") -> dict[str, Any]:
+    """The INT8 passes that run before ONNX Runtime's optimizer (``ort_passes``), in place on an
+    ``onnx.ModelProto``, for code that has a graph and no target; returns what changed."""
+    from types import SimpleNamespace
+
+    target = SimpleNamespace(int8_kernels=int8_kernels,
+                             onnxruntime=SimpleNamespace(int8_embeddings=int8_embeddings, fuse_attention=False))
+    ctx = PassContext(target, "int8", calibration_feeds)
+    passes = [p for p in plan(ctx) if not p.after_ort]
+    return summary(run(model, passes, ctx))[0]

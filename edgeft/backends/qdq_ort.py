@@ -260,18 +260,3 @@ def quantize_gemm_bias(graph) -> int:
         g.input[2] = f"{base}_dq"
         changed += 1
     return changed
-
-
-def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list[dict] | None = None,
-                    int8_kernels: str = "u8s8") -> dict[str, Any]:
-    """The INT8 passes that run before ONNX Runtime's optimizer (``ort_passes``), in place on an
-    ``onnx.ModelProto``, for code that has a graph and no target; returns what changed."""
-    from types import SimpleNamespace
-
-    from edgeft.backends import ort_passes
-
-    target = SimpleNamespace(int8_kernels=int8_kernels,
-                             onnxruntime=SimpleNamespace(int8_embeddings=int8_embeddings, fuse_attention=False))
-    ctx = ort_passes.PassContext(target, "int8", calibration_feeds)
-    passes = [p for p in ort_passes.plan(ctx) if not p.after_ort]
-    return ort_passes.summary(ort_passes.run(model, passes, ctx))[0]

@@ -50,7 +50,7 @@ def test_modelopt_export_passes_tensorrt_qdq_lint(trt_run):
 def test_lint_rejects_ort_flavoured_graph_and_wrong_weight_axis(trt_run, tmp_path):
     import onnx
 
-    from edgeft.backends.qdq_ort import rewrite_for_ort
+    from edgeft.backends.ort_passes import rewrite_for_ort
 
     src = trt_run["out"] / "export/int8/model.onnx"
     m = onnx.load(str(src))

@@ -3,14 +3,11 @@ whose q reads another tensor than k and v (cross-attention) is left alone."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from edgeft.backends.ort_fusions import pack_attention  # noqa: E402
+from edgeft.backends.ort_fusions import pack_attention
 
 HIDDEN, HEADS, SEQ = 8, 2, 5
 

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from edgeft.backends import qdq_ort_conv  # noqa: E402
-from edgeft.backends.qdq_ort import rewrite_for_ort, to_unsigned_activations, _constants  # noqa: E402
+from edgeft.backends import qdq_ort_conv
+from edgeft.backends.ort_passes import rewrite_for_ort
+from edgeft.backends.qdq_ort import _constants, to_unsigned_activations
 
 C_IN, C_OUT = 3, 4
 
