@@ -21,7 +21,7 @@ def snapshot(report: dict, kept: list[str]) -> dict:
 
 def candidates(sensitivity: list[dict], kept: list[str], budget: int) -> list[str]:
     """The blocks to keep in FP32 next, most sensitive first, at most ``budget`` of them."""
-    return [r["group"] for r in sensitivity if r["group"] not in kept][:budget]
+    return [r["block"] for r in sensitivity if r["block"] not in kept][:budget]
 
 
 def summary(report: dict, budget: int, budget_minutes: float | None, kept: list[str], rounds: list[dict],

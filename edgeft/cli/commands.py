@@ -92,8 +92,8 @@ def config_options(f):
                      help="qat: calibrate then train with fake-quant (--qat-epochs, 1 unless given); ptq: calibrate only "
                           "(= --qat-epochs 0) [default: qat]."),
         click.option("--keep-fp32", "keep_fp32", multiple=True,
-                     help="A block (a group name from the sensitivity table) or one layer (its module path, e.g. "
-                          "bert.encoder.layer.3.output.dense) to leave unquantized; repeatable."),
+                     help="A block (from the sensitivity table, e.g. bert.encoder.layer.3) or one layer (its "
+                          "module path, e.g. bert.encoder.layer.3.output.dense) to leave unquantized; repeatable."),
         click.option("--fallback", type=int,
                      help="When an accuracy gate fails, keep up to N of the most sensitive blocks in FP32 and "
                           "rebuild until it passes [default: 0 = off]."),

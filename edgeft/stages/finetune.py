@@ -357,9 +357,9 @@ def _sensitivity(ctx, trainer, ds: dict, task: str) -> list[dict]:
                            progress=lambda done, total, note: bar.update(done, total, note))
     worst = rows[0] if rows else None
     ctx.log(f"finetune: per-block INT8 sensitivity (validation {headline(task)} cost): "
-            + (f"worst {worst['group']} {worst['cost']:+.4f}" if worst else "no blocks") + f"; table in {LOG_FILE}")
+            + (f"worst {worst['block']} {worst['cost']:+.4f}" if worst else "no blocks") + f"; table in {LOG_FILE}")
     for r in rows:
-        CONSOLE.detail(f"    {r['group']:40s} {r['cost']:+.4f}  ({r['quantizers']} quantizers)")
+        CONSOLE.detail(f"    {r['block']:40s} {r['cost']:+.4f}  ({r['quantizers']} quantizers)")
     return rows
 
 

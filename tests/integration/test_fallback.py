@@ -26,7 +26,7 @@ def _break_block(out, labels):
     qm.bert.pooler.dense.input_quantizer.amax = torch.tensor(1e4)
     modelopt_int8.save(qm, out / "finetune/qat")
     metrics = json.loads((out / "finetune/metrics.json").read_text())
-    metrics["qat"]["sensitivity"] = sorted(metrics["qat"]["sensitivity"], key=lambda r: r["group"] != "classifier")
+    metrics["qat"]["sensitivity"] = sorted(metrics["qat"]["sensitivity"], key=lambda r: r["block"] != "classifier")
     (out / "finetune/metrics.json").write_text(json.dumps(metrics))   # stale order on purpose: BROKEN is not first
     m = Manifest.load(out)                       # the broken model is now this run's QAT artifact
     m.record("finetune", m.data["stages"]["finetune"]["fingerprint"], m.by_stage("finetune"), 0.0)
@@ -92,6 +92,6 @@ def test_sensitivity_ranks_the_block_with_the_outlier_first(tiny_model_dir):
 
     steps: list[tuple] = []
     rows = sensitivity(model, agreement, progress=lambda *step: steps.append(step))
-    assert rows[0]["group"] == BROKEN and rows[0]["cost"] > rows[-1]["cost"]
+    assert rows[0]["block"] == BROKEN and rows[0]["cost"] > rows[-1]["cost"]
     assert [s[:2] for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)] and any(BROKEN in s[2] for s in steps)
-    assert {r["group"] for r in rows} == {"bert.encoder.layer.0", "bert.encoder.layer.1", "bert.pooler", "classifier"}
+    assert {r["block"] for r in rows} == {"bert.encoder.layer.0", "bert.encoder.layer.1", "bert.pooler", "classifier"}

@@ -259,3 +259,17 @@ def test_restoring_a_state_file_never_runs_code_from_it(tiny_model_dir, tmp_path
     with pytest.raises(pickle.UnpicklingError):
         restore(load_classifier(tiny_model_dir, ["a", "b"]), state)
     assert not marker.exists()
+
+
+def test_every_calibration_method_the_configs_accept_is_registered():
+    """The config's choices and the registry are one list: a method added to one and not the other fails."""
+    from typing import get_args
+
+    from edgeft.calibration import CalibrationSpec
+    from edgeft.config import RunConfig
+    from edgeft.quant.modelopt_int8 import CALIBRATION_METHODS
+
+    allowed = set(get_args(CalibrationSpec.model_fields["method"].annotation))
+    run_allowed = set(get_args(get_args(RunConfig.model_fields["calib_method"].annotation)[0]))
+    assert allowed == run_allowed == set(CALIBRATION_METHODS)
+    assert [m for m, c in CALIBRATION_METHODS.items() if c.needs_error] == ["auto"]
