@@ -27,11 +27,11 @@ class TrainConfig(Strict):
     """Supervised fine-tuning (the FP32 baseline) and quantization-aware training."""
 
     epochs: float = Field(8, gt=0, description="epochs of FP32 fine-tuning")
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-4, gt=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_length: int = Field(128, ge=8, le=4096, description="tokens; longer inputs are truncated")
+    batch_size: int = Field(16, ge=1, description="training batch size")
+    lr: float = Field(1e-4, gt=0, lt=1, description="learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up the learning rate")
+    max_length: int = Field(128, ge=8, le=4096, description="max tokens per input; longer inputs are truncated")
     qat_epochs: float = Field(1, ge=0, description="epochs of QAT after calibration; 0 = PTQ only")
     qat_lr_scale: float = Field(0.1, gt=0, le=1, description="QAT learning rate = lr * this")
     qat_distill: float = Field(0.0, ge=0, le=1, description="QAT loss weight of distillation from the FP32 "
@@ -41,20 +41,24 @@ class TrainConfig(Strict):
         "closer", description="closer: keep the QAT weights only when they bring the quantized model closer to the "
                               "FP32 baseline (output MSE on validation) than calibration alone did; always: keep them")
     max_steps: int = Field(-1, description="cap on optimizer steps per phase (-1 = no cap); for smoke runs")
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="optimizer")
+    scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "linear", description="learning-rate schedule after warmup")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="autocast on CUDA; auto = bf16 where supported")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast on CUDA (CPU always trains in fp32); auto = bf16 where supported")
     dropout: float | None = Field(None, ge=0, lt=1, description="override the model's dropout")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     imbalance: Literal["auto", "none", "weights", "oversample"] = Field(
         "auto", description="class-weighted loss or oversampling; auto = weights when classes differ > 3x")
     best_metric: Literal["auto", "accuracy", "macro_f1", "rmse", "loss"] = Field(
-        "auto", description="picks the kept epoch; auto = accuracy (classification) or rmse (regression)")
-    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+        "auto", description="validation metric that picks the kept epoch and drives early stopping; auto = accuracy "
+                            "(classification) or rmse (regression)")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
     gradual_unfreeze: bool = Field(False, description="head first, then one more block per epoch")
-    report_to: Literal["none", "tensorboard"] = "none"
+    report_to: Literal["none", "tensorboard"] = Field(
+        "none", description="training curves to TensorBoard (RUN_DIR/tensorboard/; pip install 'edgeft[tensorboard]')")
 
 
 class VisionConfig(Strict):
@@ -79,11 +83,14 @@ class SplitConfig(Strict):
 class RunConfig(Strict):
     """Everything ``edgeft run`` needs; each stage reads its part."""
 
-    model: str = Field(BUILTIN_MODEL, description="a local Hugging Face model folder, or the built-in")
-    data: str = Field(BUILTIN_DATA, description="CSV/TSV/JSONL training data, or the built-in")
+    model: str = Field(BUILTIN_MODEL, description="a local Hugging Face model folder (text or vision), "
+                       "torchvision:ARCH (resnet18, resnet50, mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0) "
+                       "or hf-config:TYPE (resnet, mobilenet_v2, vit; random init)")
+    data: str = Field(BUILTIN_DATA, description="labeled data: CSV, TSV, JSONL, parquet, a datasets save_to_disk "
+                      "folder, hf:NAME, or an image folder (DIR/<class>/<image>); builtin:smarthome = voice commands")
     eval_data: str | None = Field(None, description="separate test file; otherwise a stratified split")
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = Field("text", description="column holding the text")
+    label_column: str = Field("label", description="column holding the label (string or integer)")
     weights: str | None = Field(None, description="torchvision: local .pth/.safetensors weights (else random init)")
     image_column: str = Field("image", description="column of image paths (relative to the table) for image data")
     task: Literal["classification", "regression"] = Field(
@@ -92,7 +99,9 @@ class RunConfig(Strict):
                                                        "tables with the image column and no text column")
     bad_images: Literal["stop", "skip"] = Field("stop", description="an image that cannot be decoded stops the run, or is skipped and counted")
     vision: VisionConfig = Field(default_factory=lambda: VisionConfig())
-    targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1)
+    targets: list[str] = Field(default_factory=lambda: ["host"], min_length=1, description="a target from targets/ "
+                               "or a YAML path, repeatable; host = this CPU's (AVX512-VNNI/AMX: x86-avx512-int8, AVX2: "
+                               "x86-avx2-int8, ARM64: arm64-int8)")
     calibration: str = Field("default", description="name of calibration/<name>.yaml, or a path")
     calib_method: Literal["max", "entropy", "percentile", "mse", "auto"] | None = Field(
         None, description="override the calibration set's method for this run")
@@ -100,11 +109,12 @@ class RunConfig(Strict):
                                  "(e.g. bert.encoder.layer.5, bert.encoder.layer.5.output.dense)")
     fallback: int = Field(0, ge=0, description="on an accuracy gate failure keep up to N most sensitive blocks in FP32")
     fallback_minutes: float | None = Field(None, gt=0, description="time budget for the fallback rounds")
-    seed: int = 0
+    seed: int = Field(0, description="random seed (splits, initialization, training order)")
     out: Path | None = Field(None, description="run directory; default runs/<model>-<data>")
     train: TrainConfig = Field(default_factory=TrainConfig)
-    search: dict[str, list[float]] | None = Field(None, description="grid over lr, batch_size, epochs, weight_decay")
-    search_trials: int | None = Field(None, ge=1, description="random points of the grid to train (default: all)")
+    search: dict[str, list[float]] | None = Field(None, description="hyper-parameter grid, repeatable: lr=1e-5,5e-5 "
+                                                  "(lr, batch_size, epochs, weight_decay); the best by validation goes on")
+    search_trials: int | None = Field(None, ge=1, description="train this many random points of the grid (default: all)")
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     @field_validator("model", "data", "eval_data")

@@ -1,7 +1,8 @@
 """Run stages in order on one run directory, with resume and atomic outputs.
 
 Each stage module (``edgeft/stages/<name>.py``) exposes ``NAME``, ``fingerprint(ctx) -> str`` and
-``run(ctx, work_dir) -> list[Artifact]`` (paths relative to ``work_dir``). The pipeline gives every
+``run(ctx, work_dir, force=False) -> list[Artifact]`` (paths relative to ``work_dir``; or the list and a
+dict the manifest records), reading other stages' outputs only through ``ctx.require``. The pipeline gives every
 stage a fresh temp folder ``.<name>.tmp``, renames it to ``<name>/`` only when the stage returned,
 and then records the artifacts (sha256, parents) in ``manifest.json``. A stage whose fingerprint
 (config it reads + sha256 of its inputs + the source of the edgeft code it runs) is unchanged and whose
@@ -44,7 +45,6 @@ class RunContext:
     config: RunConfig
     manifest: Manifest
     log: Callable[[str], None] = log
-    forced: bool = False            # the running stage was asked to redo everything (--force)
     _splits: Any = field(default=None, repr=False)
     _verified: dict = field(default_factory=dict, repr=False)
 
@@ -288,10 +288,9 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
     work.mkdir(parents=True)
     ctx.log(f"{name}: started")
     t0 = time.time()
-    ctx.forced = force
     try:
         with CONSOLE.capture(ctx.run_dir / LOG_FILE):
-            result = stage.run(ctx, work)
+            result = stage.run(ctx, work, force=force)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -27,10 +27,7 @@ def auto_calibrate(model, error: Callable[[object], float], percentile: float,
        role on each other method and keep what lowers the error.
     2. Per unit, one pass: each unit tries the methods above, ``REFINE_PERCENTILES`` and its max scaled
        by ``REFINE_MAX_SCALES`` on its own, and keeps what lowers the error.
-    Measured on MiniLM/SST-2 (PTQ, error = logit MSE to the FP32 model on 256 validation samples, scored
-    on the 872 test sentences): the best single method left test logit MSE 0.048-0.052 (seeds 0, 1), the
-    per-role choice 0.014-0.023; on seed 0 the per-unit pass took it from 0.023 to 0.015 and the
-    decisions that differ from the FP32 model's from 15 to 7 (agreement 98.3% -> 99.2%).
+    What each step buys on SST-2 is in docs/design.md ("Calibration").
     """
     import torch
 

@@ -2,8 +2,8 @@
 
 The config starts from ``mtq.INT8_DEFAULT_CFG`` (weights per-channel, activations per-tensor, max
 calibration) and turns off the LayerNorm-input quantizers: they sit on the residual stream, whose
-outlier channels give a huge amax and coarse steps (measured on MiniLM/SST-2: PTQ -6.7 pt with them,
--0.2 pt without). ONNX Runtime has no int8 LayerNorm kernel, so they would buy no speed either.
+outlier channels give a huge amax and coarse steps (docs/design.md has the cost on SST-2). ONNX Runtime
+has no int8 LayerNorm kernel, so they would buy no speed either.
 Large embedding tables are put on the int8 grid the ORT engine stores them on (``snap_embeddings``).
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ def fingerprint(ctx) -> str:
     return ctx.fingerprint(NAME, {"targets": [t.model_dump() for t in specs]}, upstream, modules=backends)
 
 
-def run(ctx, work: Path) -> list[Artifact]:
+def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
     from edgeft.backends import get_backend
 
     specs = [load_target(t) for t in ctx.config.targets]   # all validated before any build

@@ -87,8 +87,9 @@ def _evaluate(trainer, ds, task: str) -> tuple[float, np.ndarray]:
     return float((out.predictions.argmax(-1) == out.label_ids).mean()), out.predictions
 
 
-def run(ctx, work: Path) -> tuple[list[Artifact], dict]:
-    """Returns the artifacts and what the manifest records about the data and training."""
+def run(ctx, work: Path, force: bool = False) -> tuple[list[Artifact], dict]:
+    """Returns the artifacts and what the manifest records about the data and training. ``force``: retrain
+    the baseline even when the previous one could be reused."""
     import torch
     from transformers import set_seed
 
@@ -107,7 +108,7 @@ def run(ctx, work: Path) -> tuple[list[Artifact], dict]:
             f"{len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test")
     ds = {s: family.dataset([e.text for e in getattr(data, s)], data.label_ids(s), train=s == "train")
           for s in ("train", "validation", "test")}
-    model, baseline = _baseline(ctx, family, data, ds, work)
+    model, baseline = _baseline(ctx, family, data, ds, work, force)
     qat, calibration = _quantization_aware(ctx, model, family, data, ds, work)
     metrics = {"device": device, "task": data.task, "modality": data.modality, "model": cfg.model, "labels": data.labels,
                "data_fingerprint": data.fingerprint(),
@@ -165,12 +166,12 @@ def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
                      "unfreeze_schedule": unfreeze}
 
 
-def _reuse_baseline(ctx, family, data: SplitData, work: Path, key: str):
+def _reuse_baseline(ctx, family, data: SplitData, work: Path, key: str, force: bool):
     """The previous run's baseline, when only calibration/QAT settings changed and its files are intact."""
     from edgeft.fileio import read_json, sha256_file
 
     prev = ctx.run_dir / NAME
-    if ctx.forced or not (prev / BASELINE_KEY).is_file() or (prev / BASELINE_KEY).read_text() != key:
+    if force or not (prev / BASELINE_KEY).is_file() or (prev / BASELINE_KEY).read_text() != key:
         return None
     for name in ("baseline/model.safetensors", "baseline_test_logits.npy"):
         a = ctx.manifest.artifact(f"{NAME}/{name}")
@@ -184,14 +185,14 @@ def _reuse_baseline(ctx, family, data: SplitData, work: Path, key: str):
     return family.load_saved(work / "baseline", data.labels), read_json(prev / "metrics.json")["baseline"]
 
 
-def _baseline(ctx, family, data: SplitData, ds: dict, work: Path):
+def _baseline(ctx, family, data: SplitData, ds: dict, work: Path, force: bool):
     """Fine-tune in FP32 (best validation epoch kept; best search trial kept); save it and its test logits.
     Reuses the previous run's baseline when nothing it depends on changed (see ``baseline_key``)."""
     from edgeft.search import better, trials
     from edgeft.training import best_metric
 
     bkey = baseline_key(ctx)
-    reused = _reuse_baseline(ctx, family, data, work, bkey)
+    reused = _reuse_baseline(ctx, family, data, work, bkey, force)
     if reused:
         return reused
     cfg = ctx.config

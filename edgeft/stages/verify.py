@@ -123,7 +123,7 @@ def verdict(gate_results: list[bool | None]) -> str:
     return "incomplete" if any(r is None for r in gate_results) else "passed"
 
 
-def run(ctx, work: Path) -> list[Artifact]:
+def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
     from edgeft.data.loading import read_split
 
     facts = ctx.facts()

@@ -224,7 +224,7 @@ def test_failed_stage_leaves_previous_outputs_and_manifest_intact(tiny_run, tmp_
     engine = run_dir / "compile/test-int8/engine/model.onnx"
     digest = sha256_file(engine)
 
-    def dies(ctx, work):
+    def dies(ctx, work, force=False):
         (work / "test-int8").mkdir(parents=True)
         (work / "test-int8" / "half-written.onnx").write_bytes(b"\0" * 10)
         raise RuntimeError("killed")

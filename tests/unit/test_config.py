@@ -38,34 +38,48 @@ def test_build_config_overrides_merge_nested_values():
     assert isinstance(cfg, RunConfig)
 
 
-def test_cli_help_defaults_match_the_config_defaults():
-    """Every `[default: X]` the CLI prints for an option that maps to a config field equals that
-    field's default, so help text cannot drift from the code."""
+def test_cli_options_are_made_from_the_config_fields():
+    """Every config field has a flag (or is listed as set elsewhere), and every flag's type, choices and
+    default come from its field, so help text cannot drift from the code."""
     import re
 
-    from edgeft.cli.commands import cli
-    from edgeft.config import RunConfig, TrainConfig, VisionConfig
+    import click
 
-    fields = {**{k: f.default for k, f in RunConfig.model_fields.items()},
-              **{k: f.default for k, f in TrainConfig.model_fields.items()},
-              **{k: f.default for k, f in VisionConfig.model_fields.items()}}
-    fields["targets"] = RunConfig().targets[0]
+    from edgeft.cli.commands import cli
+    from edgeft.cli.options import NO_FLAG, PARAM, _field, _unwrap_optional, fields_with_flags, leaf_fields
+
+    assert leaf_fields() - NO_FLAG == fields_with_flags()
     checked = 0
     for param in cli.commands["run"].params:
-        m = re.search(r"\[default: ([^\]]+)\]", getattr(param, "help", "") or "")
-        if not m or param.name not in fields or param.name == "data":   # data: prose for builtin:smarthome
-            continue
-        shown, default = m.group(1).split(" = ")[0].strip(), fields[param.name]
-        if isinstance(default, bool):
-            assert shown == ("on" if default else "off"), param.name
-        elif isinstance(default, (int, float)):
-            assert float(shown) == float(default), (param.name, shown, default)
-        elif default is None:
-            continue                       # "random init", "none": prose for an unset optional field
+        if param.name in NO_FLAG or (PARAM not in param.name and param.name not in leaf_fields()):
+            continue                                  # --out and the control options are written by hand
+        info = _field(param.name.replace(PARAM, "."))
+        default = info.get_default(call_default_factory=True)
+        m = re.search(r"\[default: ([^\]]+)\]", param.help or "")
+        if default in (None, [], {}):
+            assert m is None, param.name
+        elif isinstance(default, bool):
+            assert m.group(1) == ("on" if default else "off"), param.name
+        elif isinstance(default, list):
+            assert m.group(1) == ", ".join(default), param.name
         else:
-            assert shown == str(default), (param.name, shown, default)
+            assert m.group(1) == str(default), (param.name, m.group(1), default)
+        if isinstance(param.type, click.Choice):
+            assert set(param.type.choices) == set(map(str, _unwrap_optional(info.annotation).__args__)), param.name
         checked += 1
-    assert checked >= 30
+    assert checked == len(fields_with_flags())
+
+
+def test_run_help_lists_options_under_headings():
+    from click.testing import CliRunner
+
+    from edgeft.cli.commands import cli
+
+    out = CliRunner().invoke(cli, ["run", "--help"]).output
+    heads = ["Model and data:", "Training:", "Images:", "Quantization:", "Targets:", "Output and control:"]
+    positions = [out.index(h) for h in heads]
+    assert positions == sorted(positions)
+    assert out.index("--qat-epochs") > out.index("Quantization:") > out.index("--image-size")
 
 
 def test_config_reloaded_from_manifest_json_is_identical():
