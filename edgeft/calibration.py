@@ -18,17 +18,18 @@ from edgeft.yamlio import load_yaml
 class CalibrationSpec(Strict):
     name: str
     split: Literal["train", "validation"] = "train"
-    num_samples: int = Field(256, ge=1)
+    # upper bounds catch typos (an extra zero or two) before any work; real sets stay far below them
+    num_samples: int = Field(256, ge=1, le=100_000, description="capped at the split's size")
     seed: int = 0
-    batch_size: int = Field(32, ge=1)
-    max_length: int = Field(128, ge=8)
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_length: int = Field(128, ge=8, le=4096)
     method: Literal["max", "entropy", "percentile", "mse", "auto"] = Field(
         "max", description="activation amax: max (ModelOpt default), from a histogram (entropy, percentile, mse), "
                            "or auto: per layer role the one of max/entropy/percentile closest to the FP32 model, "
                            "then refined per tensor")
     percentile: float = Field(99.99, gt=50, le=100, description="with method: percentile")
     selection_samples: int = Field(
-        256, ge=1, description="validation examples (never test) on which method auto chooses ranges and the QAT "
+        256, ge=1, le=100_000, description="validation examples (never test) on which method auto chooses ranges and the QAT "
                                "keep-check compares outputs with the FP32 model; more = slower")
 
 

@@ -102,14 +102,16 @@ def _resolve_host_target(cfg: RunConfig) -> RunConfig:
 
 
 def _check_targets_and_calibration(cfg: RunConfig) -> None:
-    """Fail on an impossible target or a bad calibration set before any training starts (and before the
-    run directory is created)."""
+    """Fail on an impossible target, a bad calibration set or a model that cannot take the run before any
+    training starts (and before the run directory is created)."""
     from edgeft.calibration import load_calibration
+    from edgeft.models import check_before_work
     from edgeft.targets import load_target
 
     for t in cfg.targets:
         load_target(t)
     load_calibration(cfg.calibration)
+    check_before_work(cfg)
 
 
 def _finish(ctx, accept_unmeasured: bool = False) -> None:

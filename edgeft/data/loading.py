@@ -57,19 +57,44 @@ def to_examples(rows: list[dict], path: Path | str, text_col: str, label_col: st
                         fix=f"pass {input_flag} and --label-column with names from that list")
     dropped: Counter = Counter()
     out = []
+    kinds: dict[str, set] = {}                   # label as text -> the types it came as
     for row in rows:
         text, label = row.get(text_col), row.get(label_col)
         if text is None or not str(text).strip():
             dropped["empty_text"] += 1
             continue
-        if label is None or str(label).strip() == "":
+        if _missing(label):
             dropped["missing_label"] += 1
             continue
-        out.append(Example(str(text).strip(), str(label).strip()))
+        label_text = _label_text(label)
+        kinds.setdefault(label_text, set()).add("number" if isinstance(label, (int, float)) else "text")
+        out.append(Example(str(text).strip(), label_text))
+    mixed = sorted(k for k, v in kinds.items() if len(v) > 1)
+    if mixed:
+        raise DataError(f"{path}: label(s) {mixed[:5]} appear both as numbers and as text in {label_col!r}; "
+                        "they would be merged into one class without anyone deciding it",
+                        fix=f"make {label_col!r} one type (all numbers or all strings) and run again")
     if not out:
         raise DataError(f"{path}: no usable rows (dropped: {dict(dropped)})",
                         fix="check that the text and label columns hold values")
     return out, dropped
+
+
+def _missing(value) -> bool:
+    """None, empty text, and NaN (what pandas/parquet/JSON writers leave for a missing label)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    text = str(value).strip()
+    return text == "" or text.lower() in ("nan", "none", "null")
+
+
+def _label_text(value) -> str:
+    """A label as text; a whole float (3.0, from a numeric column with gaps) is the integer 3."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _label_order(labels: set[str]) -> list[str]:

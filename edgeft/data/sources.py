@@ -24,6 +24,7 @@ from edgeft.errors import DataError
 TABLES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None, ".parquet": "parquet"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 IMAGEFOLDER = "imagefolder"
+CSV_FIELD_LIMIT = 16 << 20        # long documents are fine; beyond this a field is a quoting error
 
 
 @dataclass
@@ -53,19 +54,36 @@ def read_table(path: Path) -> list[dict]:
     if suffix not in TABLES:
         raise DataError(f"unsupported data format {suffix!r} for {path}",
                         fix=f"use one of {sorted(TABLES)}, a save_to_disk folder or an image folder")
+    if TABLES[suffix] == "parquet":
+        return _read_parquet(path)
+    if TABLES[suffix] is None:
+        return _read_jsonl(path)
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
-        if TABLES[suffix] == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        if TABLES[suffix] is None:
-            return _read_jsonl(path)
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would glue onto the first column name
+        with open(path, newline="", encoding="utf-8-sig") as f:
             return list(csv.DictReader(f, delimiter=TABLES[suffix]))
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"cannot read {path}: {err}", fix="save the file as UTF-8 with a header row") from None
-    except OSError as err:       # pyarrow raises ArrowInvalid (an OSError/ValueError) on a broken file
-        raise DataError(f"cannot read {path}: {err}", fix="check that the file is a complete parquet file") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"cannot read {path}: it is not UTF-8 text ({err.reason} at byte {err.start})",
+                        fix="save the file as UTF-8 (in Excel: Save As > CSV UTF-8)") from None
+    except csv.Error as err:
+        if "field larger than field limit" in str(err):
+            raise DataError(f"cannot read {path}: a field is longer than {CSV_FIELD_LIMIT >> 20} MB, which in "
+                            "practice means a quote that is never closed (the rest of the file became one field)",
+                            fix="check the quoting of the text column (a stray \" opens a field), or use JSONL") from None
+        raise DataError(f"cannot read {path}: {err}", fix="check the file's quoting and delimiter") from None
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise DataError(f"cannot read {path} as parquet: {str(err).splitlines()[0][:200]}",
+                        fix="check that the file is a complete parquet file (or give it the suffix of its real "
+                            "format: .csv, .tsv, .jsonl)") from None
 
 
 def _read_jsonl(path: Path) -> list[dict]:

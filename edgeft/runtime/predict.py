@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ def softmax(x: np.ndarray) -> np.ndarray:
 class Classifier:
     def __init__(self, engine_dir: Path, max_length: int = 128):
         from edgeft.runtime.inputs import preprocessor_for
-        from edgeft.runtime.session import open_engine
+        from edgeft.runtime.session import check_engine_folder, open_engine
 
+        check_engine_folder(engine_dir)
         self.session = open_engine(engine_dir)
         self.pre = preprocessor_for(engine_dir, max_length)
         self.labels = read_json(Path(engine_dir) / "labels.json")
@@ -43,8 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("inputs", nargs="+", help="texts, or image paths for an image engine")
     ap.add_argument("--max-length", type=int, default=128)
     a = ap.parse_args(argv)
-    clf = Classifier(a.engine_dir, a.max_length)
+    from edgeft.errors import EdgeftError
+
+    try:
+        clf = Classifier(a.engine_dir, a.max_length)
+    except EdgeftError as e:
+        print(f"error: {e.message}\n  fix: {e.fix}", file=sys.stderr)
+        raise SystemExit(1) from None
     for x in a.inputs:
+        if not x.strip():
+            print("warning: an empty input: the engine still answers, from no words at all", file=sys.stderr)
         print(json.dumps(clf(x), ensure_ascii=False))
 
 

@@ -63,6 +63,27 @@ class TrtSession:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
+def check_engine_folder(engine_dir: Path) -> dict:
+    """engine.json of an engine folder, or EdgeftError naming what is missing and which folder to pass."""
+    from edgeft.errors import EdgeftError
+
+    folder = Path(engine_dir)
+    fix = "pass an engine folder: RUN_DIR/compile/<target>/engine (or .../fp32-reference)"
+    if not folder.is_dir():
+        raise EdgeftError(f"{folder} is not a folder", fix=fix)
+    if not (folder / ENGINE_JSON).is_file():
+        raise EdgeftError(f"{folder} is not an engine folder (no {ENGINE_JSON})", fix=fix)
+    meta = read_json(folder / ENGINE_JSON)
+    needed = [meta.get("file", "model.onnx"), "labels.json"]
+    if not (folder / "preprocessor.json").is_file():          # text engines carry their tokenizer
+        needed.append("tokenizer.json")
+    missing = [n for n in needed if not (folder / n).is_file()]
+    if missing:
+        raise EdgeftError(f"{folder} lacks {', '.join(missing)}",
+                          fix="copy the whole engine folder that compile wrote (every file in it is needed)")
+    return meta
+
+
 def runtime_of(engine_dir: Path) -> str:
     """The backend that opens this engine folder: ``engine.json``'s ``runtime`` (a deferred TensorRT kit
     names onnxruntime-cpu, which checks its ONNX), else its ``backend``."""

@@ -106,3 +106,111 @@ def test_cli_light_commands_do_not_import_torch(argv):
 def test_python_dash_m_edgeft_works():
     proc = subprocess.run([sys.executable, "-m", "edgeft", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "edgeft" in proc.stdout
+
+
+def test_a_parquet_file_that_is_not_parquet_is_named(tmp_path, tiny_model_dir):
+    bad = tmp_path / "d.parquet"
+    bad.write_text("text,label\nhello,a\n")
+    r = invoke("run", "--model", tiny_model_dir, "--data", bad, "--out", tmp_path / "out")
+    _assert_clean_failure(r, "d.parquet", "as parquet", out_dir=tmp_path / "out")
+
+
+def test_a_model_folder_with_a_corrupt_config_is_named(tmp_path, tiny_model_dir, intents_csv):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "config.json").write_text('{"model_type": "bert", ')
+    r = invoke("run", "--model", model, "--data", intents_csv, "--text-column", "utterance", "--label-column",
+               "category", "--out", tmp_path / "out")
+    _assert_clean_failure(r, "config.json is not valid JSON", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_length_beyond_the_models_positions_fails_before_any_work(tmp_path, tiny_model_dir, intents_csv):
+    r = invoke("run", "--model", tiny_model_dir, "--data", intents_csv, "--text-column", "utterance",
+               "--label-column", "category", "--max-length", "600", "--out", tmp_path / "out")
+    _assert_clean_failure(r, "max_position_embeddings 128", "--max-length 128")
+    assert not (tmp_path / "out").exists()
+
+
+def test_csv_from_excel_with_a_byte_order_mark_reads(tmp_path):
+    from edgeft.data.sources import read_table
+
+    p = tmp_path / "excel.csv"
+    p.write_bytes("\ufefftext,label\nturn on the lights,on\n".encode("utf-8"))
+    assert read_table(p) == [{"text": "turn on the lights", "label": "on"}]
+
+
+def test_an_unclosed_quote_gets_the_right_fix(tmp_path):
+    from edgeft.data.sources import CSV_FIELD_LIMIT, read_table
+    from edgeft.errors import DataError
+
+    p = tmp_path / "broken.csv"
+    p.write_text('text,label\n"an unclosed quote,a\n' + "x" * (CSV_FIELD_LIMIT + 10) + "\n")
+    with pytest.raises(DataError) as e:
+        read_table(p)
+    assert "quote that is never closed" in str(e.value) and "UTF-8" not in str(e.value)
+
+
+def test_missing_labels_are_dropped_and_counted_and_mixed_types_refused(tmp_path):
+    from edgeft.data.loading import to_examples
+    from edgeft.errors import DataError
+
+    rows = [{"text": "a", "label": 1}, {"text": "b", "label": float("nan")}, {"text": "c", "label": None},
+            {"text": "d", "label": 2.0}, {"text": "e", "label": "nan"}]
+    examples, dropped = to_examples(rows, "t.jsonl", "text", "label")
+    assert [e.label for e in examples] == ["1", "2"] and dropped["missing_label"] == 3
+    with pytest.raises(DataError, match="both as numbers and as text"):
+        to_examples([{"text": "a", "label": 1}, {"text": "b", "label": "1"}], "t.jsonl", "text", "label")
+
+
+def test_absurd_calibration_counts_are_refused(tmp_path):
+    from edgeft.calibration import load_calibration
+    from edgeft.errors import ConfigError
+
+    p = tmp_path / "c.yaml"
+    p.write_text("name: c\nnum_samples: 25600000\n")
+    with pytest.raises(ConfigError, match="num_samples"):
+        load_calibration(str(p))
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory, tiny_model_dir):
+    """A compiled engine folder from the tiny model, via the CLI."""
+    from tests.conftest import write_intents_csv
+
+    tmp = tmp_path_factory.mktemp("engine")
+    data = write_intents_csv(tmp / "d.csv")
+    target = tmp / "t.yaml"
+    target.write_text("name: t\nbackend: onnxruntime-cpu\nprecision: int8\ndevice: {kind: cpu, isa: any, threads: 1}\n"
+                      "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
+                      "gates: {accuracy: {max_drop: 1.0}}\n")
+    r = invoke("run", "--model", tiny_model_dir, "--data", data, "--text-column", "utterance", "--label-column",
+               "category", "--epochs", "1", "--max-steps", "2", "--qat-epochs", "0", "--max-length", "32",
+               "--target", target, "--out", tmp / "run")
+    assert r.exit_code == 0, r.output
+    return tmp / "run/compile/t/engine"
+
+
+def _runtime(*args):
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True)
+
+
+def test_device_runtime_names_a_wrong_folder_and_a_missing_file(engine_dir, tmp_path):
+    import shutil
+
+    r = _runtime("edgeft.runtime.predict", engine_dir.parent, "hello")
+    assert r.returncode == 1 and "not an engine folder" in r.stderr and "Traceback" not in r.stderr
+    broken = tmp_path / "engine"
+    shutil.copytree(engine_dir, broken)
+    (broken / "tokenizer.json").unlink()
+    r = _runtime("edgeft.runtime.predict", broken, "hello")
+    assert r.returncode == 1 and "tokenizer.json" in r.stderr and "Traceback" not in r.stderr
+    r = _runtime("edgeft.runtime.predict", engine_dir, "")
+    assert r.returncode == 0 and "warning: an empty input" in r.stderr
+
+
+def test_latency_refuses_a_sequence_beyond_the_models_positions(engine_dir):
+    r = _runtime("edgeft.runtime.latency", engine_dir, "--shape", "input_ids=1x4096", "--iters", "1")
+    assert r.returncode == 1 and "at most 128 tokens" in r.stderr and "Traceback" not in r.stderr
