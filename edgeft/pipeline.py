@@ -169,6 +169,7 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
                               fix="pass --out a new or empty folder")
         return
     recorded = {a.path for a in manifest.artifacts}
+    recorded |= {p for paths in manifest.data.get("pending", {}).values() for p in paths}
     published = manifest.data.get("reports", {})
     foreign = []
     for stage in STAGES:
@@ -302,12 +303,17 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
     # every file the stage wrote is recorded (undeclared ones as plain files), so every byte is checked later
     artifacts += [Artifact(p.relative_to(work).as_posix(), "file", name) for p in sorted(work.rglob("*"))
                   if p.is_file() and p.relative_to(work).as_posix() not in declared]
-    _swap_in(work, ctx.run_dir / name)
     for a in artifacts:
         a.path = f"{name}/{a.path}"
-    ctx.manifest.data["config"] = json.loads(ctx.config.model_dump_json())   # what this stage was built from
+    # the stage finished with validated inputs: its config is recorded, and its files are announced as
+    # pending before the swap, so a kill between the swap and the record leaves files edgeft knows it wrote
+    ctx.manifest.data["config"] = json.loads(ctx.config.model_dump_json())
+    ctx.manifest.data.setdefault("pending", {})[name] = [a.path for a in artifacts]
+    ctx.manifest.save()
+    _swap_in(work, ctx.run_dir / name)
     ctx.manifest.data.update(info)
     ctx.manifest.record(name, fp, artifacts, time.time() - t0)
+    ctx.manifest.data["pending"].pop(name, None)
     ctx.manifest.save()
     ctx.log(f"{name}: done in {format_seconds(time.time() - t0)}")
     return True
