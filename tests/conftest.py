@@ -75,11 +75,14 @@ def intents_csv(tmp_path) -> Path:
 
 @pytest.fixture
 def loose_target(tmp_path) -> Path:
+    return write_loose_target(tmp_path / "test-int8.yaml")
+
+
+def write_loose_target(path: Path, name: str = "test-int8") -> Path:
     """An ORT int8 target whose gates a tiny random-ish model can meet (the pipeline is under test)."""
-    p = tmp_path / "test-int8.yaml"
-    p.write_text(
-        "name: test-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
+    path.write_text(
+        f"name: {name}\nbackend: onnxruntime-cpu\nprecision: int8\n"
         "device: {kind: cpu, isa: any, threads: 1}\n"
         "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
         "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n")
-    return p
+    return path

@@ -178,14 +178,11 @@ def test_absurd_calibration_counts_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def engine_dir(tmp_path_factory, tiny_model_dir):
     """A compiled engine folder from the tiny model, via the CLI."""
-    from tests.conftest import write_intents_csv
+    from tests.conftest import write_intents_csv, write_loose_target
 
     tmp = tmp_path_factory.mktemp("engine")
     data = write_intents_csv(tmp / "d.csv")
-    target = tmp / "t.yaml"
-    target.write_text("name: t\nbackend: onnxruntime-cpu\nprecision: int8\ndevice: {kind: cpu, isa: any, threads: 1}\n"
-                      "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
-                      "gates: {accuracy: {max_drop: 1.0}}\n")
+    target = write_loose_target(tmp / "t.yaml", "t")
     r = invoke("run", "--model", tiny_model_dir, "--data", data, "--text-column", "utterance", "--label-column",
                "category", "--epochs", "1", "--max-steps", "2", "--qat-epochs", "0", "--max-length", "32",
                "--target", target, "--out", tmp / "run")

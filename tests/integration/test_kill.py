@@ -68,14 +68,11 @@ def _outcome(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir, tmp_path_factory):
-    from tests.conftest import write_intents_csv
+    from tests.conftest import write_intents_csv, write_loose_target
 
     tmp = tmp_path_factory.mktemp("kill")
     data = write_intents_csv(tmp / "intents.csv")
-    target = tmp / "t.yaml"
-    target.write_text("name: t\nbackend: onnxruntime-cpu\nprecision: int8\ndevice: {kind: cpu, isa: any, threads: 1}\n"
-                      "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
-                      "gates: {accuracy: {max_drop: 1.0}}\n")
+    target = write_loose_target(tmp / "t.yaml", "t")
     r = _run(_args(tiny_model_dir, data, target, tmp / "uninterrupted"))
     assert r.returncode == 0, r.stderr[-3000:]
     return {"data": data, "target": target, "tmp": tmp, "outcome": _outcome(tmp / "uninterrupted")}
