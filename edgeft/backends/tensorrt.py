@@ -50,6 +50,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEFT_CACHE_DIR", Path.home() / ".cache" / "edgeft")) / "tensorrt"
 
 
+def timing_cache_path(target: str, version: str | None = None, gpu: str | None = None) -> Path:
+    """One timing cache per TensorRT version, GPU and target: a cache from another version or GPU is not
+    reused (TensorRT would reject or mis-time it)."""
+    import re
+
+    from edgeft.backends.trt_build import _gpu_name
+
+    version = version or tensorrt_version() or "none"
+    gpu = re.sub(r"[^A-Za-z0-9._-]+", "-", gpu or _gpu_name()).strip("-") or "unknown"
+    return cache_dir() / f"{target}-trt{version}-{gpu}.timing.cache"
+
+
 class TensorRT(Backend):
     name = "tensorrt"
     # isa = CUDA compute capability the engine is built for (TensorRT engines are per-GPU)
@@ -96,7 +108,14 @@ class TensorRT(Backend):
         else:
             from edgeft.backends.trt_build import build
 
-            info = build(out_dir / "model.onnx", out_dir, settings, cache_dir() / f"{target.name}.timing.cache")
+            try:
+                info = build(out_dir / "model.onnx", out_dir, settings, timing_cache_path(target.name))
+            except (RuntimeError, TypeError, AttributeError) as err:
+                # tensorrt imports without a usable GPU (no driver, no device): say so instead of a traceback
+                raise BackendUnavailable(f"TensorRT {tensorrt_version()} is installed but could not build for "
+                                         f"{target.name}: {str(err).splitlines()[0][:200]}",
+                                         fix="compile on the machine with the NVIDIA GPU (or uninstall tensorrt "
+                                             "here to get a deferred build kit for the device)") from None
             (out_dir / "model.onnx").unlink()
             meta.update(deferred=False, file="model.engine", runtime="tensorrt", tensorrt=info["tensorrt_version"],
                         gpu=info["gpu"], where_it_ran={"by_precision": info["by_precision"],

@@ -17,6 +17,8 @@ in INT8, the layers between them in the ONNX's FP32.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 from collections import Counter
@@ -34,27 +36,56 @@ def _gpu_name() -> str:
         return "unknown"
 
 
-def _layer_precisions(engine, trt) -> dict:
-    """Per-layer output precision, read back with the engine inspector."""
-    inspector = engine.create_engine_inspector()
-    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+# words the inspector uses for a tensor's type, in its short ("Int8", "Half") and verbose ("Channel major
+# INT8 format where channel % 4 == 0", "Row major linear FP16 format (kLINEAR)") forms
+_TYPE_WORDS = (("Int8", ("int8",)), ("FP8", ("fp8",)), ("Half", ("half", "fp16")), ("BFloat16", ("bf16", "bfloat16")),
+               ("Float", ("float", "fp32")), ("Int32", ("int32",)), ("Int64", ("int64",)), ("Bool", ("bool",)))
+
+
+def _tensor_precision(tensor: dict) -> str:
+    text = " ".join(str(v) for k, v in tensor.items()
+                    if k.replace("/", "").replace(" ", "").lower() in ("formatdatatype", "datatype", "format", "type"))
+    words = set(re.findall(r"[a-z0-9]+", text.lower()))
+    return next((name for name, keys in _TYPE_WORDS if words & set(keys)), "unknown")
+
+
+def layer_precisions(info: dict) -> dict:
+    """Per-layer precision from the engine inspector's JSON (TensorRT 10 or 11). Like NVIDIA's TREx, a layer's
+    precision is its first *input*'s type: an explicitly quantized GEMM reads INT8 and writes FP16/FP32."""
     layers = []
     for layer in info.get("Layers", []):
         if isinstance(layer, str):           # LAYER_NAMES_ONLY verbosity gives bare names
             layers.append({"name": layer, "precision": "unknown"})
             continue
-        outs = layer.get("Outputs") or [{}]
-        # TensorRT 10 writes "Format/Datatype"; 11 splits it into separate format and data type fields
-        fmt = " ".join(str(v) for k, v in outs[0].items() if k.replace("/", "").lower() in
-                       ("formatdatatype", "datatype", "format"))
-        precision = next((p for p in ("Int8", "FP8", "Half", "Float", "Int32") if p in fmt), "unknown")
+        tensors = (layer.get("Inputs") or []) + (layer.get("Outputs") or [])
+        precision = next((p for p in map(_tensor_precision, tensors) if p != "unknown"), "unknown")
         layers.append({"name": layer.get("Name", ""), "type": layer.get("LayerType", ""), "precision": precision})
     return {"layers": layers, "by_precision": dict(Counter(layer["precision"] for layer in layers))}
+
+
+def _layer_precisions(engine, trt) -> dict:
+    inspector = engine.create_engine_inspector()
+    return layer_precisions(json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)))
+
+
+def check_version(version: str) -> None:
+    """This build code uses the TensorRT 10/11 API (OnnxParser, optimization profiles, strong typing)."""
+    major = int(version.split(".")[0])
+    if major < 10:
+        raise SystemExit(f"TensorRT {version} is too old for this build kit: it needs TensorRT 10 or 11 "
+                         "(JetPack 6.1 or newer on Jetson; JetPack 6.0 ships TensorRT 8.6)")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | None = None) -> dict:
     import tensorrt as trt
 
+    check_version(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     weak = hasattr(trt.BuilderFlag, "FP16")          # TensorRT <= 10; 11 has strong typing only
@@ -67,6 +98,8 @@ def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | Non
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.get("workspace_mb", 2048)) << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if settings["precision"] == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)      # the FP32 reference in true FP32: TF32 GEMMs are on by default
     if weak:                                         # strongly typed: the ONNX's types decide instead
         if settings["precision"] in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)    # layers left unquantized run in FP16
@@ -81,16 +114,17 @@ def build(onnx_path: Path, out_dir: Path, settings: dict, cache_path: Path | Non
     config.add_optimization_profile(profile)
     cache_path = cache_path or out_dir / "timing.cache"
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):     # from another TensorRT or GPU: start afresh
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     t0 = time.time()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT build failed; the TensorRT log above says why")
     seconds = time.time() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.engine").write_bytes(bytes(serialized))
+    _write_atomic(out_dir / "model.engine", bytes(serialized))
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     info = {"tensorrt_version": trt.__version__, "gpu": _gpu_name(), "build_seconds": round(seconds, 1),
             "precision": settings["precision"], "onnx_precision": settings.get("onnx_precision", "fp32"),
