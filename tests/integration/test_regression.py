@@ -20,7 +20,9 @@ def test_regression_run_trains_mse_and_reports_rmse(tiny_model_dir, tmp_path):
     target = tmp_path / "t.yaml"
     target.write_text("name: reg\nbackend: onnxruntime-cpu\nprecision: int8\ndevice: {kind: cpu, isa: any, threads: 1}\n"
                       "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
-                      "gates: {accuracy: {max_drop: 0.01}, agreement: {min_top1: 0.99}, rmse: {max_increase: 10.0}}\n")
+                      "gates: {accuracy: {max_drop: 0.01}, agreement: {min_top1: 0.99}, rmse: {max_increase: 0.2}}\n")
+    # a real bar: the INT8 engine's RMSE within 20% of the baseline's (measured: 1.4% better); a broken
+    # engine (saturated kernels, a dropped quantizer) misses it
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["run", "--model", str(tiny_model_dir), "--data", str(data), "--label-column", "score",
                                  "--task", "regression", "--epochs", "6", "--lr", "3e-3", "--batch-size", "8", "--max-length", "32",
