@@ -122,6 +122,8 @@ class RunConfig(Strict):
     def _path_exists(cls, v: str | None, info: Any) -> str | None:
         if v is None or v.split(":", 1)[0] in ("builtin", "torchvision", "hf", "hf-config"):
             return v
+        if info.context and not info.context.get("check_paths", True):
+            return v                 # a recorded config: its data may live elsewhere (verify on the device)
         if not Path(v).exists():
             raise ValueError(f"path does not exist: {v!r}; pass an existing path for --{info.field_name.replace('_', '-')}")
         return str(Path(v).resolve())
@@ -176,16 +178,17 @@ def format_validation_error(err: ValidationError, what: str) -> str:
     return "\n".join(lines)
 
 
-def build_config(values: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
-    """Build a RunConfig from (possibly nested) values, raising ConfigError with every problem."""
-    data = base.model_dump() if base is not None else {}
+def build_config(values: dict[str, Any], base: RunConfig | dict | None = None, check_paths: bool = True) -> RunConfig:
+    """Build a RunConfig from (possibly nested) values over ``base`` (a config, or one recorded as a dict),
+    raising ConfigError with every problem. ``check_paths=False``: model/data paths need not exist here."""
+    data = base.model_dump() if isinstance(base, RunConfig) else dict(base or {})
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
         else:
             data[key] = value
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context={"check_paths": check_paths})
     except ValidationError as err:
         fields = ", ".join(RunConfig.model_fields)
         raise ConfigError(format_validation_error(err, "invalid run config"),

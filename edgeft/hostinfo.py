@@ -15,8 +15,12 @@ from pathlib import Path
 # The ISA classes a CPU target names, best first; each maps to the ONNX Runtime int8 kernels it gets.
 # A host with AVX512-VNNI runs MLAS's VNNI kernels even for an avx2 target, so a latency measured there
 # is not the avx2 device's: a host matches a target only when its class equals the target's ISA.
-HOST_TARGETS = {"avx512_vnni": "x86-avx512-int8", "avx2": "x86-avx2-int8", "neon": "arm64-int8"}
-REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp")
+# avx_vnni and avx512 hosts get the avx2 target: its u8u8 engine is correct on every x86 CPU; their latency
+# is not an AVX2 device's (other kernels), so it is reported as not measured
+HOST_TARGETS = {"avx512_vnni": "x86-avx512-int8", "avx_vnni": "x86-avx2-int8", "avx512": "x86-avx2-int8",
+                "avx2": "x86-avx2-int8", "neon": "arm64-int8"}
+REPORTED_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "neon", "asimd",
+                  "asimddp")
 
 
 @dataclass(frozen=True)
@@ -60,20 +64,42 @@ def cpu_model(text: str | None = None) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def _sysctl_flags() -> frozenset[str]:
+    """macOS (no /proc/cpuinfo): the CPU features sysctl reports, in Linux's spelling where they differ."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"],
+                             capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    rename = {"avx2.0": "avx2", "avx512vnni": "avx512_vnni", "avx512bw": "avx512bw", "avx512f": "avx512f"}
+    return frozenset(rename.get(w.lower(), w.lower()) for w in out.split())
+
+
 def current() -> Host:
     """This host, with the ``EDGEFT_CPU_FLAGS`` / ``EDGEFT_MACHINE`` overrides applied."""
     text = _cpuinfo()
     env = os.environ.get("EDGEFT_CPU_FLAGS")
-    flags = frozenset(re.split(r"[\s,]+", env.strip())) - {""} if env is not None else parse_flags(text)
+    if env is not None:
+        flags = frozenset(re.split(r"[\s,]+", env.strip())) - {""}
+    else:
+        flags = parse_flags(text) or (_sysctl_flags() if platform.system() == "Darwin" else frozenset())
     return Host(cpu_model(text), os.environ.get("EDGEFT_MACHINE", platform.machine()), flags)
 
 
 def isa_class(flags: frozenset[str] | set[str], machine: str) -> str:
-    """``avx512_vnni`` (AMX hosts included), ``avx2``, ``neon``, or ``x86-64``/the machine name."""
+    """The int8 kernel family ONNX Runtime (MLAS) picks on this CPU: ``avx512_vnni`` (AMX hosts included),
+    ``avx_vnni`` (256-bit VNNI: client CPUs without AVX512), ``avx512`` (AVX512BW without VNNI: its u8s8
+    kernels saturate like AVX2's), ``avx2``, ``neon``, or ``x86-64``/the machine name."""
     if machine.lower() in ("aarch64", "arm64"):
         return "neon"
     if "avx512_vnni" in flags:
         return "avx512_vnni"
+    if "avx_vnni" in flags or "avx_vnni_int8" in flags:
+        return "avx_vnni"
+    if "avx512bw" in flags:
+        return "avx512"
     if "avx2" in flags:
         return "avx2"
     return "x86-64" if machine.lower() in ("x86_64", "amd64") else machine.lower()
@@ -84,6 +110,10 @@ def host_target(host: Host) -> tuple[str | None, str]:
     cls = host.isa_class
     name = HOST_TARGETS.get(cls)
     why = {"avx512_vnni": "has AVX512-VNNI" + (" and AMX" if "amx_int8" in host.flags else ""),
+           "avx_vnni": "has AVX-VNNI without AVX512 (no shipped target for that class; the AVX2 one is correct "
+                       "there, its latency is not measured on AVX2 kernels)",
+           "avx512": "has AVX512 without VNNI (its int8 kernels saturate like AVX2's: the AVX2 target; its "
+                     "latency is not measured on AVX2 kernels)",
            "avx2": "has AVX2 without AVX512-VNNI",
            "neon": "is an ARM64 CPU (NEON)"}.get(cls, f"has none of AVX2, AVX512-VNNI or NEON ({cls})")
     return name, f"this host ({host.cpu}) {why}"

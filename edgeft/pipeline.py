@@ -64,21 +64,34 @@ class RunContext:
         one another edgeft process is working in (``lock``; release with ``close``)."""
         from edgeft.distributed import is_main
 
+        from edgeft.targets import resolve_host
+
         run_dir = Path(config.out).resolve()
         if run_dir.exists() and not run_dir.is_dir():
             raise RunDirError(f"--out {run_dir} is a file, not a folder", fix="pass --out a new or empty folder")
-        manifest = Manifest.load(run_dir)
-        _check_owned(run_dir, manifest)
+        _check_owned(run_dir, Manifest.load(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
-        ctx = cls(run_dir, config, manifest)
-        if lock and is_main():
-            ctx._lock = _acquire_lock(run_dir)
+        held = _acquire_lock(run_dir) if lock and is_main() else None
+        try:
+            manifest = Manifest.load(run_dir)          # again, now that no other edgeft process works here
+            _check_owned(run_dir, manifest)
+        except BaseException:
+            _release_lock(held)
+            raise
+        targets, _ = resolve_host(list(config.targets))     # library callers get the concrete name recorded too
+        ctx = cls(run_dir, config.model_copy(update={"targets": targets}), manifest)
+        ctx._lock = held
         return ctx
 
     def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()            # closing the file releases the flock
-            self._lock = None
+        _release_lock(self._lock)
+        self._lock = None
+
+    def __enter__(self) -> "RunContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def path(self, rel: str) -> Path:
         return self.run_dir / rel
@@ -102,8 +115,9 @@ class RunContext:
             stage, rel = stage_of(kind), rel_path(kind, **fields)
             arts = [a for a in self.manifest.by_stage(stage) if a.path == rel or a.path.startswith(rel + "/")]
             if not self.manifest.stage_done(stage) or not arts:
+                target = f" --target {fields['target']}" if "target" in fields else ""
                 raise RunDirError(f"{self.run_dir} has no {rel} from the {stage!r} stage",
-                                  fix=f"run `edgeft {stage} {self.run_dir}` (or `edgeft run --out {self.run_dir}`) first")
+                                  fix=f"run `edgeft {stage} {self.run_dir}{target}` first")
             self._verify(arts)
             out += arts
         return out
@@ -158,8 +172,9 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
         return
     has_manifest = (run_dir / "manifest.json").is_file()
     entries = sorted(run_dir.iterdir())
-    ours = lambda p: p.name in (LOG_FILE, LOCK_FILE) or (p.name.startswith(".") and (".tmp" in p.name  # noqa: E731
-                                                                                  or p.name.endswith(".old")))
+    # what an interrupted first stage leaves: its log, lock, work folder, Trainer checkpoints, TensorBoard
+    ours = lambda p: p.name in (LOG_FILE, LOCK_FILE, "tensorboard") or (p.name.startswith(".") and (  # noqa: E731
+        ".tmp" in p.name or p.name.endswith((".old", ".ckpt"))))
     if not has_manifest:
         foreign = [p.name for p in entries if not ours(p)]
         if foreign:
@@ -171,15 +186,20 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
     recorded = {a.path for a in manifest.artifacts}
     recorded |= {p for paths in manifest.data.get("pending", {}).values() for p in paths}
     published = manifest.data.get("reports", {})
+    # manifests of schema 1 (edgeft before the run-directory checks) recorded only some of each stage's
+    # files and none of the published reports: their recorded stages' folders are edgeft's as they are
+    legacy = manifest.data.get("schema_version", 1) < 2
     foreign = []
     for stage in STAGES:
         folder = run_dir / stage
-        if folder.is_dir():
+        if folder.is_dir() and not (legacy and manifest.stage_done(stage)):
             foreign += [p.relative_to(run_dir).as_posix() for p in sorted(folder.rglob("*"))
                         if p.is_file() and p.relative_to(run_dir).as_posix() not in recorded]
     for name in ("report.md", "report.json"):
         p = run_dir / name
-        if p.is_file() and published.get(name) != sha256_file(p):
+        ours_before = legacy and (run_dir / "verify" / name).is_file() and \
+            sha256_file(run_dir / "verify" / name) == sha256_file(p) if p.is_file() else False
+        if p.is_file() and published.get(name) != sha256_file(p) and not ours_before:
             foreign.append(name)
     if foreign:
         raise RunDirError(f"{run_dir} holds files edgeft did not write where it would write: "
@@ -187,13 +207,32 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
                           fix="move them out of the run directory, or pass --out another folder")
 
 
+_HELD: dict[Path, list] = {}            # run dir -> [lock file, users in this process]
+
+
+def _release_lock(held) -> None:
+    if held is None:
+        return
+    entry = _HELD.get(held)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] == 0:
+        entry[0].close()                   # closing the file releases the flock
+        del _HELD[held]
+
+
 def _acquire_lock(run_dir: Path):
-    """An exclusive flock on RUN_DIR/.edgeft.lock, held while this process works on the run directory. The
-    kernel drops it when the process dies, so a killed run leaves nothing to clean up."""
+    """An exclusive flock on RUN_DIR/.edgeft.lock, held while this process works on the run directory (a
+    second open in the same process shares it). The kernel drops it when the process dies, so a killed run
+    leaves nothing to clean up. Returns the key ``_release_lock`` takes."""
     import fcntl
     import os
     import socket
 
+    if run_dir in _HELD:
+        _HELD[run_dir][1] += 1
+        return run_dir
     f = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,19 +247,20 @@ def _acquire_lock(run_dir: Path):
     f.write(f"edgeft process {os.getpid()} on {socket.gethostname()} "
             f"(`{' '.join(sys.argv[:3])} ...`, started {time.strftime('%H:%M:%S')})")
     f.flush()
-    return f
+    _HELD[run_dir] = [f, 1]
+    return run_dir
 
 
 def publish_reports(ctx: RunContext) -> None:
     """Copy verify's report to the run directory's top level and record what was published."""
     from edgeft.fileio import write_text_atomic
 
-    published = {}
-    for name, kind in (("report.json", "verify.report_json"), ("report.md", "verify.report_md")):
-        write_text_atomic(ctx.path(name), ctx.require(kind).read_text(encoding="utf-8"))
-        published[name] = sha256_file(ctx.path(name))
-    ctx.manifest.data["reports"] = published
+    sources = {"report.json": ctx.require("verify.report_json"), "report.md": ctx.require("verify.report_md")}
+    # recorded before they are written: a kill in between leaves reports the manifest already knows
+    ctx.manifest.data["reports"] = {name: sha256_file(src) for name, src in sources.items()}
     ctx.manifest.save()
+    for name, src in sources.items():
+        write_text_atomic(ctx.path(name), src.read_text(encoding="utf-8"))
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent

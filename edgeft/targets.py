@@ -145,7 +145,10 @@ def host_target_name(host=None) -> tuple[str, str]:
 
 
 def resolve_host(names: list[str], host=None) -> tuple[list[str], str | None]:
-    """Replace ``host`` in a list of target names by this host's target; returns the names and the reason."""
+    """Replace ``host`` in a list of target names by this host's target, and a target YAML path by its
+    absolute path (so a run directory means the same targets from any folder); returns the names and why
+    ``host`` became what it did (None when no ``host`` was given)."""
+    names = [str(Path(n).resolve()) if n.endswith((".yaml", ".yml")) and Path(n).is_file() else n for n in names]
     if HOST not in names:
         return names, None
     name, why = host_target_name(host)

@@ -95,9 +95,8 @@ def _resolve_host_target(cfg: RunConfig) -> RunConfig:
     from edgeft.targets import resolve_host
 
     names, why = resolve_host(list(cfg.targets))
-    if why is None:
-        return cfg
-    click.echo(f"target: {why} (--target NAME picks another)", err=True)
+    if why is not None:
+        click.echo(f"target: {why} (--target NAME picks another)", err=True)
     return cfg.model_copy(update={"targets": names})
 
 
@@ -146,22 +145,23 @@ def _stage_command(stage: str, doc: str):
     @cli.command(name=stage, cls=GroupedCommand, help=doc + " Works on an existing run directory; options "
                  "override the config recorded in its manifest. " + EXIT_HELP)
     @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-    @config_options
+    @config_options(recorded=True)
     @control_options
     @click.option("--force", is_flag=True, help="Redo the stage even when it is up to date.")
     @click.option("--accept-unmeasured", is_flag=True, help="verify: exit 0 instead of 4 when no gate failed but "
                   "some could not be measured here.")
     def command(run_dir: Path, force: bool, accept_unmeasured: bool, print_config: bool, **kw: Any) -> None:
-        from edgeft.fileio import read_json
+        from edgeft.errors import RunDirError
+        from edgeft.manifest import Manifest
         from edgeft.pipeline import RunContext, run_stage
 
-        manifest = run_dir / "manifest.json"
-        base = RunConfig.model_validate(read_json(manifest)["config"]) if manifest.is_file() else None
+        base = Manifest.load(run_dir).data.get("config") if (run_dir / "manifest.json").is_file() else None
         if base is None and stage != "finetune":
-            from edgeft.errors import RunDirError
-            raise RunDirError(f"{run_dir} is not an edgeft run directory (no manifest.json)",
+            raise RunDirError(f"{run_dir} is not an edgeft run directory with a finished stage (no recorded config)",
                               fix=f"run `edgeft run --out {run_dir}` or `edgeft finetune {run_dir}` first")
-        cfg = _resolve_host_target(build_config({**overrides(kw), "out": run_dir}, base))
+        # only finetune reads the model and data it was given; later stages work from the run's own files
+        cfg = _resolve_host_target(build_config({**overrides(kw), "out": run_dir}, base,
+                                                check_paths=stage == "finetune"))
         if _maybe_print(cfg, print_config):
             return
         _check_targets_and_calibration(cfg)

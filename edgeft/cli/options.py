@@ -58,13 +58,14 @@ def _default_text(info) -> str:
     return f" [default: {default}]"
 
 
-def make_option(path: str, group: str) -> click.Option:
+def make_option(path: str, group: str, recorded: bool = False) -> click.Option:
     info = _field(path)
     tp = _unwrap_optional(info.annotation)
     leaf = path.split(".")[-1]
     flag = FLAG_NAMES.get(path, "--" + leaf.replace("_", "-"))
     help_text = (info.description or leaf.replace("_", " ")).rstrip(".")
-    help_text = help_text[0].upper() + help_text[1:] + "." + _default_text(info)
+    help_text = help_text[0].upper() + help_text[1:] + "." + (" [default: as recorded in the run]" if recorded
+                                                              else _default_text(info))
     name = path.replace(".", PARAM)
     kw: dict[str, Any] = {"help": help_text}
     if tp is bool:
@@ -83,9 +84,12 @@ def make_option(path: str, group: str) -> click.Option:
     return option
 
 
-def config_options(f):
-    """Decorate a command with a flag for every config field in GROUPS; only flags given override the config."""
-    params = [make_option(path, group) for group, paths in GROUPS.items() for path in paths]
+def config_options(f=None, *, recorded: bool = False):
+    """Decorate a command with a flag for every config field in GROUPS; only flags given override the config.
+    ``recorded``: a stage command, whose defaults are the run's recorded config."""
+    if f is None:
+        return lambda g: config_options(g, recorded=recorded)
+    params = [make_option(path, group, recorded) for group, paths in GROUPS.items() for path in paths]
     quant = click.Option(["--quant"], type=click.Choice(["qat", "ptq"]),
                          help="qat: calibrate then train with fake-quant (--qat-epochs, 1 unless given); "
                               "ptq: calibrate only (= --qat-epochs 0). [default: qat]")

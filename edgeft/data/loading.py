@@ -81,13 +81,13 @@ def to_examples(rows: list[dict], path: Path | str, text_col: str, label_col: st
 
 
 def _missing(value) -> bool:
-    """None, empty text, and NaN (what pandas/parquet/JSON writers leave for a missing label)."""
+    """None, empty text, and a float NaN (what parquet/JSON writers leave for a missing label). The words
+    "none", "null", "nan" are left alone: they can be real class names."""
     if value is None:
         return True
     if isinstance(value, float) and value != value:
         return True
-    text = str(value).strip()
-    return text == "" or text.lower() in ("nan", "none", "null")
+    return str(value).strip() == ""
 
 
 def _label_text(value) -> str:

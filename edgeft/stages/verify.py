@@ -152,9 +152,11 @@ def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
         note = host_isa_note(spec)
         if note:
             notes.append(f"{spec.name}: {note}")
+        host_class = _host()["isa_class"]
         for row in rows[-len(ROLES):]:
-            row["_unmeasured"] = ("no engine was built here (deferred build kit)" if row["deferred"]
-                                  else "this host lacks the target's ISA" if note else None)
+            row["_unmeasured"] = ("no engine was built here (deferred build kit)" if row["deferred"] else
+                                  f"this host's int8 ISA class is {host_class}, the target's {spec.device.isa}"
+                                  if note else None)
         if rows[-1]["deferred"]:
             notes.append(f"{spec.name}: {spec.backend} is not installed here, so no engine was built: compile/{spec.name}/ "
                          "holds deferred build kits (run build_engine.py on the device). Accuracy and agreement above "

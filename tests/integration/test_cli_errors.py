@@ -158,9 +158,11 @@ def test_missing_labels_are_dropped_and_counted_and_mixed_types_refused(tmp_path
     from edgeft.errors import DataError
 
     rows = [{"text": "a", "label": 1}, {"text": "b", "label": float("nan")}, {"text": "c", "label": None},
-            {"text": "d", "label": 2.0}, {"text": "e", "label": "nan"}]
+            {"text": "d", "label": 2.0}, {"text": "e", "label": ""}]
     examples, dropped = to_examples(rows, "t.jsonl", "text", "label")
     assert [e.label for e in examples] == ["1", "2"] and dropped["missing_label"] == 3
+    kept, _ = to_examples([{"text": "hi", "label": "greeting"}, {"text": "hmm", "label": "none"}], "t.csv", "text", "label")
+    assert [e.label for e in kept] == ["greeting", "none"]             # a class may be called "none"
     with pytest.raises(DataError, match="both as numbers and as text"):
         to_examples([{"text": "a", "label": 1}, {"text": "b", "label": "1"}], "t.jsonl", "text", "label")
 

@@ -611,3 +611,58 @@ def test_the_shipped_auto_calibration_end_to_end(tiny_run, tmp_path):
     assert "calibration auto (evaluations)" in r.output
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "passed"
+
+
+def test_stage_commands_work_where_the_training_data_is_not(tiny_run, tmp_path):
+    """`edgeft verify RUN_DIR` on a device: the recorded data path does not exist there; only finetune needs it."""
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["config"]["data"] = str(tmp_path / "gone.csv")
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    r = invoke("verify", run_dir, "--force")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    del manifest["config"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    r = invoke("verify", run_dir)
+    assert r.exit_code == 1 and "no recorded config" in r.output and "Traceback" not in r.output
+
+
+def test_what_an_interrupted_first_run_leaves_does_not_block_its_resume(tmp_path):
+    from edgeft.manifest import Manifest
+    from edgeft.pipeline import _check_owned
+
+    run_dir = tmp_path / "run"
+    for p in (".finetune.ckpt/checkpoint-25/model.safetensors", "tensorboard/events", ".finetune.tmp/x", "edgeft.log"):
+        (run_dir / p).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / p).write_text("x")
+    _check_owned(run_dir, Manifest.load(run_dir))          # no error: all of it is edgeft's
+
+
+def test_run_directories_of_the_previous_manifest_schema_stay_usable(tiny_run, tmp_path):
+    """Schema 1 recorded only some files of a stage and no published reports: such a run still verifies."""
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["schema_version"] = 1
+    m.pop("reports")
+    m["artifacts"] = [a for a in m["artifacts"] if a["kind"] != "file"]     # sidecars were not recorded then
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    r = invoke("compile", run_dir, "--target", tiny_run["target"], "--force")
+    assert r.exit_code == 0, r.output
+
+
+def test_library_use_resolves_host_and_shares_the_lock_in_one_process(tmp_path, monkeypatch):
+    from edgeft.config import build_config
+    from edgeft.pipeline import RunContext
+
+    monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 avx2")
+    cfg = build_config({"out": tmp_path / "lib"})
+    with RunContext.open(cfg) as a, RunContext.open(cfg) as b:
+        assert a.config.targets == b.config.targets == ["x86-avx2-int8"]
+    with RunContext.open(cfg):
+        pass
