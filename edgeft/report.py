@@ -51,6 +51,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             mark = (f"not measured: {g.get('not_measured', 'here')}" if g["passed"] is None
                     else ("✓" if g["passed"] else "✗"))
             lines.append(f"| {e['target']} | {g['name']} | {_fmt(g['value'])} | {g['op']} {_fmt(g['threshold'])} | {mark} |")
+    traffic = [e for e in report["engines"] if e.get("test_split_latency_ms")]
+    if traffic:
+        lines += ["", "## Latency on the test split", "",
+                  "Each test input at batch 1 and its own length, in this process (the table above times the "
+                  "target's `opt` shape in a fresh process).", "",
+                  "| target | engine | p50 ms | p99 ms | mean ms | inputs |", "|---|---|---|---|---|---|"]
+        for e in traffic:
+            t = e["test_split_latency_ms"]
+            lines.append(f"| {e['target']} | {e['role']} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | "
+                         f"{t['mean_ms']:.2f} | {t['inputs']} |")
     fb = report.get("fallback")
     if fb:
         lines += ["", f"## Accuracy fallback ({'resolved' if fb['resolved'] else 'budget spent, still failing'})", "",

@@ -46,16 +46,34 @@ def fingerprint(ctx) -> str:
                                   "host": [host["cpu"], host["isa_class"], host["cores"]]}, upstream)
 
 
-def predict(engine_dir: Path, inputs: list[str], max_length: int) -> np.ndarray:
-    """Logits of each input (text or image path), one at a time (batch 1), through the engine and the
-    pre-processing it carries (its tokenizer, or its preprocessor.json)."""
+def predict(engine_dir: Path, inputs: list[str], max_length: int, times_ms: list | None = None) -> np.ndarray:
+    """Logits of each input (text or image path), one at a time (batch 1, each text at its own length),
+    through the engine and the pre-processing it carries (its tokenizer, or its preprocessor.json).
+    ``times_ms`` (when given) gets each engine call's time: what real traffic costs on this host."""
+    import time
+
     from edgeft.runtime.inputs import preprocessor_for
     from edgeft.runtime.session import open_engine
 
     sess = open_engine(engine_dir)
     pre = preprocessor_for(engine_dir, max_length)
-    rows = [sess.run(pre([x], sess.input_names))["logits"][0] for x in inputs]
+    rows = []
+    for x in inputs:
+        feeds = pre([x], sess.input_names)
+        t0 = time.perf_counter()
+        rows.append(sess.run(feeds)["logits"][0])
+        if times_ms is not None:
+            times_ms.append((time.perf_counter() - t0) * 1000)
     return np.stack(rows).astype(np.float32)
+
+
+def split_latency(times_ms: list[float]) -> dict[str, float] | None:
+    """p50/p99/mean of the per-input times over the test split, the first few calls (warm-up) left out."""
+    kept = times_ms[min(5, len(times_ms) // 10):]
+    if not kept:
+        return None
+    p50, p99 = np.percentile(kept, [50, 99])
+    return {"p50_ms": float(p50), "p99_ms": float(p99), "mean_ms": float(np.mean(kept)), "inputs": len(kept)}
 
 
 def latency_shapes(engine_dir: Path, spec: TargetSpec) -> dict[str, list[int]]:
@@ -139,7 +157,8 @@ def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
         for role in ROLES:
             d = ctx.require("compile.engine", target=spec.name, role=role)
             ctx.log(f"verify: {spec.name}/{role}: {len(test)} test examples at batch 1")
-            logits = predict(d, [e.text for e in test], ctx.config.train.max_length)
+            times: list[float] = []
+            logits = predict(d, [e.text for e in test], ctx.config.train.max_length, times)
             np.save(work / "predictions" / f"{spec.name}-{role}.npy", logits)
             artifacts.append(Artifact(f"predictions/{spec.name}-{role}.npy", "predictions/engine-test", NAME,
                                       parents=[f"compile/{spec.name}/{role}/model.onnx"], target=spec.name))
@@ -148,7 +167,8 @@ def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
                          "deferred": bool(meta.get("deferred")), "runtime": meta.get("runtime", meta["backend"]),
                          "path": f"compile/{spec.name}/{role}", **score(logits, y, base_out, task),
                          "size_bytes": (d / meta["file"]).stat().st_size, "where_it_ran": meta["where_it_ran"],
-                         "latency_shape": latency_shapes(d, spec), "_spec": spec, "_dir": d})
+                         "latency_shape": latency_shapes(d, spec), "test_split_latency_ms": split_latency(times),
+                         "_spec": spec, "_dir": d})
         note = host_isa_note(spec)
         if note:
             notes.append(f"{spec.name}: {note}")

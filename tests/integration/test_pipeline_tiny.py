@@ -666,3 +666,12 @@ def test_library_use_resolves_host_and_shares_the_lock_in_one_process(tmp_path, 
         assert a.config.targets == b.config.targets == ["x86-avx2-int8"]
     with RunContext.open(cfg):
         pass
+
+
+def test_report_has_latency_over_the_test_split_at_each_inputs_length(tiny_run):
+    report = json.loads((tiny_run["out"] / "report.json").read_text())
+    for e in report["engines"]:
+        t = e["test_split_latency_ms"]
+        n = report["test_examples"]
+        assert 0 < t["p50_ms"] <= t["p99_ms"] and t["inputs"] == n - min(5, n // 10)     # warm-up calls left out
+    assert "## Latency on the test split" in (tiny_run["out"] / "report.md").read_text()
