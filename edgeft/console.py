@@ -94,9 +94,13 @@ class Console:
                     handler.setStream(stream)
                 self._out = self._log = None
 
+    def bar(self, description: str, total: int | None) -> "_Bar":
+        """A progress bar to ``close()`` when done (``progress`` closes it for a ``with`` block)."""
+        return _Bar(self, description, total)
+
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator["_Bar"]:
-        bar = _Bar(self, description, total)
+        bar = self.bar(description, total)
         try:
             yield bar
         finally:

@@ -73,7 +73,7 @@ def _sysctl_flags() -> frozenset[str]:
                              capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return frozenset()
-    rename = {"avx2.0": "avx2", "avx512vnni": "avx512_vnni", "avx512bw": "avx512bw", "avx512f": "avx512f"}
+    rename = {"avx512vnni": "avx512_vnni"}
     return frozenset(rename.get(w.lower(), w.lower()) for w in out.split())
 
 

@@ -161,7 +161,6 @@ class RunContext:
 
 
 LOCK_FILE = ".edgeft.lock"
-OWN_NAMES = {"manifest.json", LOG_FILE, LOCK_FILE, "report.md", "report.json", *STAGES}
 
 
 def _check_owned(run_dir: Path, manifest: Manifest) -> None:
@@ -170,13 +169,11 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
     top-level reports only what edgeft last published."""
     if not run_dir.is_dir():
         return
-    has_manifest = (run_dir / "manifest.json").is_file()
-    entries = sorted(run_dir.iterdir())
     # what an interrupted first stage leaves: its log, lock, work folder, Trainer checkpoints, TensorBoard
     ours = lambda p: p.name in (LOG_FILE, LOCK_FILE, "tensorboard") or (p.name.startswith(".") and (  # noqa: E731
         ".tmp" in p.name or p.name.endswith((".old", ".ckpt"))))
-    if not has_manifest:
-        foreign = [p.name for p in entries if not ours(p)]
+    if not (run_dir / "manifest.json").is_file():
+        foreign = [p.name for p in sorted(run_dir.iterdir()) if not ours(p)]
         if foreign:
             raise RunDirError(f"{run_dir} is not an edgeft run directory and is not empty (it holds "
                               f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); edgeft would write "
@@ -196,10 +193,12 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
             foreign += [p.relative_to(run_dir).as_posix() for p in sorted(folder.rglob("*"))
                         if p.is_file() and p.relative_to(run_dir).as_posix() not in recorded]
     for name in ("report.md", "report.json"):
-        p = run_dir / name
-        ours_before = legacy and (run_dir / "verify" / name).is_file() and \
-            sha256_file(run_dir / "verify" / name) == sha256_file(p) if p.is_file() else False
-        if p.is_file() and published.get(name) != sha256_file(p) and not ours_before:
+        p, source = run_dir / name, run_dir / "verify" / name
+        if not p.is_file():
+            continue
+        sha = sha256_file(p)
+        copied_from_verify = legacy and source.is_file() and sha256_file(source) == sha
+        if published.get(name) != sha and not copied_from_verify:
             foreign.append(name)
     if foreign:
         raise RunDirError(f"{run_dir} holds files edgeft did not write where it would write: "
@@ -211,9 +210,7 @@ _HELD: dict[Path, list] = {}            # run dir -> [lock file, users in this p
 
 
 def _release_lock(held) -> None:
-    if held is None:
-        return
-    entry = _HELD.get(held)
+    entry = _HELD.get(held) if held is not None else None
     if entry is None:
         return
     entry[1] -= 1

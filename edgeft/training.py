@@ -215,8 +215,7 @@ class ConsoleProgress(TrainerCallback):
         from edgeft.console import CONSOLE
 
         if state.is_world_process_zero:
-            self._cm = CONSOLE.progress(f"training, {args.num_train_epochs:g} epoch(s)", state.max_steps)
-            self._bar = self._cm.__enter__()
+            self._bar = CONSOLE.bar(f"training, {args.num_train_epochs:g} epoch(s)", state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._bar is not None:
@@ -238,7 +237,7 @@ class ConsoleProgress(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._bar is not None:
-            self._cm.__exit__(None, None, None)
+            self._bar.close()
             self._bar = None
 
 

@@ -69,10 +69,8 @@ class OnnxRuntimeCPU(Backend):
         after = [p for p in passes if p.after_ort]
         if after:
             optimized = onnx.load(str(out_dir / "model.onnx"))
-            done = ort_passes.run(optimized, after, pctx)
-            if any(r["result"] if isinstance(r["result"], int) else sum(r["result"].values()) for r in done):
-                onnx.save(optimized, str(out_dir / "model.onnx"))
-            records += done
+            records += ort_passes.run(optimized, after, pctx)
+            onnx.save(optimized, str(out_dir / "model.onnx"))
         rewrites, fusions = ort_passes.summary(records)
         copy_sidecars(onnx_path.parent, out_dir)
         meta = {"backend": self.name, "target": target.name, "precision": precision, "passes": records,

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgeft.backends.onnx_graph import attr as _attr
 from edgeft.backends.onnx_graph import constants as _constants
-from edgeft.backends.onnx_graph import constants_through_identity, producers
+from edgeft.backends.onnx_graph import consumers, constants_through_identity, producers
 from edgeft.quant.grid import EMBEDDING_MIN_ROWS, per_row_int8
 
 Q_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -140,8 +140,8 @@ def weights_to_unsigned(graph, consts: dict[str, np.ndarray]) -> int:
     from onnx import numpy_helper
 
     changed = 0
-    prod = {o: n for n in graph.node for o in n.output}
-    inits = {i.name: i for i in graph.initializer}
+    prod, cons = producers(graph), consumers(graph)
+    inits = {i.name for i in graph.initializer}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2]:
         w, zp = consts.get(dq.input[0]), consts.get(dq.input[2])
         q = prod.get(dq.input[0])
@@ -153,7 +153,7 @@ def weights_to_unsigned(graph, consts: dict[str, np.ndarray]) -> int:
             graph.initializer.append(numpy_helper.from_array((w.astype(np.int16) + 128).astype(np.uint8), f"{base}_u8"))
             dq.input[0] = f"{base}_u8"
         elif (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts and len(q.input) > 2
-              and [c.op_type for c in graph.node if q.output[0] in c.input] == ["DequantizeLinear"]):
+              and [c.op_type for c in cons.get(q.output[0], [])] == ["DequantizeLinear"]):
             q.input[2] = new_zp.name
         else:
             continue

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import click
 
-from edgeft.config import RunConfig
+from edgeft.config import RunConfig, Strict
 
 # heading -> config fields (dotted paths), in the order --help shows them
 GROUPS: dict[str, list[str]] = {
@@ -162,7 +162,7 @@ def leaf_fields(model=RunConfig, prefix: str = "") -> set[str]:
     for name, info in model.model_fields.items():
         path = prefix + name
         sub = info.annotation
-        if isinstance(sub, type) and issubclass(sub, RunConfig.__mro__[1]):     # a Strict section
+        if isinstance(sub, type) and issubclass(sub, Strict):          # a config section
             out |= leaf_fields(sub, path + ".")
         else:
             out.add(path)

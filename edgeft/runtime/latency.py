@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         check_engine_folder(Path(a.engine_dir))
         check_shapes(Path(a.engine_dir), shapes)
     except EdgeftError as e:
-        print(f"error: {e.message}\n  fix: {e.fix}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)       # EdgeftError prints its fix under the message
         raise SystemExit(1) from None
     print(json.dumps(measure(a.engine_dir, shapes, a.warmup, a.iters, a.threads)))
 

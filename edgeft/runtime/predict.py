@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         clf = Classifier(a.engine_dir, a.max_length)
     except EdgeftError as e:
-        print(f"error: {e.message}\n  fix: {e.fix}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)       # EdgeftError prints its fix under the message
         raise SystemExit(1) from None
     for x in a.inputs:
         if not x.strip():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeft import hostinfo
 from edgeft.errors import EdgeftError
 from edgeft.fileio import read_json, write_json_atomic, write_text_atomic
 from edgeft.manifest import Artifact
@@ -40,7 +41,7 @@ def fingerprint(ctx) -> str:
     for spec in specs:
         upstream += [a for role in ROLES for a in ctx.recorded("compile.engine", target=spec.name, role=role)]
     targets = [s.model_dump() for s in specs]
-    host = _host()           # latency and the ISA verdict belong to the host they were measured on
+    host = _host(hostinfo.current())      # latency and the ISA verdict belong to the host they were measured on
     return ctx.fingerprint(NAME, {"targets": targets, "rounds": LATENCY_ROUNDS, "iters": LATENCY_ITERS,
                                   "max_length": ctx.config.train.max_length,
                                   "host": [host["cpu"], host["isa_class"], host["cores"]]}, upstream)
@@ -151,6 +152,7 @@ def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
     base_out = np.load(ctx.require("finetune.baseline_test_logits"))
     base = score(base_out, y, base_out, task)
     specs = [load_target(t) for t in ctx.config.targets]
+    host = hostinfo.current()                     # read once: every ISA note and the report's host use it
     rows, notes, artifacts = [], [], []
     (work / "predictions").mkdir()
     for spec in specs:
@@ -169,20 +171,19 @@ def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
                          "size_bytes": (d / meta["file"]).stat().st_size, "where_it_ran": meta["where_it_ran"],
                          "latency_shape": latency_shapes(d, spec), "test_split_latency_ms": split_latency(times),
                          "_spec": spec, "_dir": d})
-        note = host_isa_note(spec)
+        note = host_isa_note(spec, host)
         if note:
             notes.append(f"{spec.name}: {note}")
-        host_class = _host()["isa_class"]
         for row in rows[-len(ROLES):]:
             row["_unmeasured"] = ("no engine was built here (deferred build kit)" if row["deferred"] else
-                                  f"this host's int8 ISA class is {host_class}, the target's {spec.device.isa}"
+                                  f"this host's int8 ISA class is {host.isa_class}, the target's {spec.device.isa}"
                                   if note else None)
         if rows[-1]["deferred"]:
             notes.append(f"{spec.name}: {spec.backend} is not installed here, so no engine was built: compile/{spec.name}/ "
                          "holds deferred build kits (run build_engine.py on the device). Accuracy and agreement above "
                          "are of the kit's ONNX through ONNX Runtime; latency was not measured.")
     _latencies(ctx, rows)
-    report = _assemble(ctx, rows, base, len(test), notes, task)
+    report = _assemble(ctx, rows, base, len(test), notes, task, host)
     write_json_atomic(work / "report.json", report)
     write_text_atomic(work / "report.md", render_markdown(report))
     return artifacts + [Artifact("report.json", "report/json", NAME), Artifact("report.md", "report/markdown", NAME)]
@@ -213,7 +214,7 @@ def score(outputs: np.ndarray, y: np.ndarray, base_out: np.ndarray, task: str) -
     return {"accuracy": float((pred == y).mean()), "top1_agreement": float((pred == base_out.argmax(-1)).mean())}
 
 
-def _assemble(ctx, rows: list[dict], base: dict, n_test: int, notes: list[str], task: str) -> dict:
+def _assemble(ctx, rows: list[dict], base: dict, n_test: int, notes: list[str], task: str, host) -> dict:
     fp32 = {r["target"]: r["latency_ms"]["p50_ms"] for r in rows if r["role"] == "fp32-reference" and r["latency_ms"]}
     for row in rows:
         row["accuracy_delta"] = row["accuracy"] - base["accuracy"] if task == "classification" else None
@@ -230,7 +231,7 @@ def _assemble(ctx, rows: list[dict], base: dict, n_test: int, notes: list[str], 
         row["passed"] = row["verdict"] == "passed"
     return {
         "schema_version": REPORT_SCHEMA_VERSION, "run_dir": str(ctx.run_dir), "test_examples": n_test,
-        "host": _host(),
+        "host": _host(host),
         "latency_rounds": LATENCY_ROUNDS,
         "task": task, "metric": "rmse" if task == "regression" else "accuracy",
         "baseline": {"name": "pytorch-fp32", "accuracy": base["accuracy"], **({"rmse": base["rmse"]} if task == "regression" else {})},
@@ -239,9 +240,6 @@ def _assemble(ctx, rows: list[dict], base: dict, n_test: int, notes: list[str], 
     }
 
 
-def _host() -> dict:
-    from edgeft import hostinfo
-
-    h = hostinfo.current()
+def _host(h) -> dict:
     return {"cpu": h.cpu, "cores": os.cpu_count(), "platform": platform.platform(), "isa_class": h.isa_class,
             "isa_flags": h.isa_summary()}
