@@ -31,7 +31,7 @@ def main() -> None:
     from edgeft import hostinfo
     from edgeft.calibration import batches, load_calibration
     from edgeft.config import RunConfig
-    from edgeft.fileio import read_json
+    from edgeft_runtime.fileio import read_json
     from edgeft.models import family_for
     from edgeft.pipeline import RunContext
     from edgeft.quant import modelopt_int8

@@ -1,19 +1,16 @@
-# Device image for ONNX Runtime CPU targets (x86-avx512-int8 and other onnxruntime-cpu targets; builds
-# for arm64 too with `--platform linux/arm64`). Holds one compiled engine and the torch-free runtime:
-# numpy + onnxruntime + tokenizers (text) or pillow (images), nothing else (no torch, no transformers).
-#
-# Build from the repository root, naming the engine folder a run produced:
-#   docker build -f docker/onnxruntime-cpu.Dockerfile \
-#     --build-arg ENGINE=runs/all-MiniLM-L6-v2-smarthome/compile/x86-avx512-int8/engine -t edgeft-ort .
-# Use:
-#   docker run --rm edgeft-ort "turn on the kitchen lights"                       # classify
-#   docker run --rm --entrypoint python edgeft-ort -m edgeft.runtime.latency /engine --shape input_ids=1x128
+# An edgeft bundle for an ONNX Runtime CPU target (x86-64 or arm64: one file, multi-arch base image).
+# The build context is the bundle folder (`edgeft package RUN_DIR --docker` puts this file in it as Dockerfile):
+#   docker buildx build --platform linux/amd64,linux/arm64 -t my-model BUNDLE_DIR
+#   docker run --rm my-model                                   # check: checksums + golden set, exit 0/1
+#   docker run --rm my-model predict /bundle "turn on the kitchen lights"
 FROM python:3.11-slim
-ARG ENGINE
-RUN pip install --no-cache-dir "numpy>=1.26" "onnxruntime>=1.20" "tokenizers>=0.20" "pillow>=10"
-WORKDIR /opt/edgeft
-COPY edgeft/__init__.py edgeft/fileio.py edgeft/
-COPY edgeft/runtime edgeft/runtime
-COPY ${ENGINE} /engine
-ENV PYTHONPATH=/opt/edgeft
-ENTRYPOINT ["python", "-m", "edgeft.runtime.predict", "/engine"]
+COPY . /bundle
+# the runtime wheel pinned by hash, then numpy/onnxruntime/tokenizers (pillow for images) from PyPI for this arch
+RUN python -m venv /opt/edgeft \
+ && /opt/edgeft/bin/pip install --no-cache-dir --no-index --find-links /bundle/runtime --no-deps --require-hashes -r /bundle/runtime/requirements.txt \
+ && /opt/edgeft/bin/pip install --no-cache-dir -r /bundle/runtime/dependencies.txt
+ENV PATH=/opt/edgeft/bin:$PATH
+RUN useradd --create-home --uid 10001 edgeft
+USER edgeft
+ENTRYPOINT ["edgeft-runtime"]
+CMD ["check", "/bundle"]

@@ -55,7 +55,7 @@ class RunFacts:
     labels: list[str]
 
     def write(self, path: Path) -> None:
-        from edgeft.fileio import write_json_atomic
+        from edgeft_runtime.fileio import write_json_atomic
 
         write_json_atomic(path, asdict(self))
 

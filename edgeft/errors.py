@@ -5,19 +5,7 @@ Exit codes: 0 success, 1 error (bad input, missing dependency, failed stage), 2 
 """
 from __future__ import annotations
 
-
-class EdgeftError(Exception):
-    """Base class. ``fix`` is the next thing the user should do; it is printed under the message."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, fix: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-
-    def __str__(self) -> str:
-        return self.message if not self.fix else f"{self.message}\n  fix: {self.fix}"
+from edgeft_runtime.errors import BundleError, EdgeftError  # noqa: F401 - one base class for both distributions
 
 
 class ConfigError(EdgeftError):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeft import __version__
-from edgeft.fileio import read_json, sha256_file, write_json_atomic
+from edgeft_runtime.fileio import read_json, sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 2     # 2: every file a stage writes is recorded, and the published reports
 TRACKED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "nvidia-modelopt", "onnx",

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from edgeft.config import RunConfig
 from edgeft.console import CONSOLE, LOG_FILE, format_seconds
-from edgeft.fileio import sha256_file
+from edgeft_runtime.fileio import sha256_file
 from edgeft.errors import RunDirError
 from edgeft.manifest import Artifact, Manifest
 
@@ -123,7 +123,7 @@ class RunContext:
         return out
 
     def _verify(self, arts: list[Artifact]) -> None:
-        from edgeft.fileio import sha256_file
+        from edgeft_runtime.fileio import sha256_file
 
         for a in arts:
             p = self.run_dir / a.path
@@ -250,7 +250,7 @@ def _acquire_lock(run_dir: Path):
 
 def publish_reports(ctx: RunContext) -> None:
     """Copy verify's report to the run directory's top level and record what was published."""
-    from edgeft.fileio import write_text_atomic
+    from edgeft_runtime.fileio import write_text_atomic
 
     sources = {"report.json": ctx.require("verify.report_json"), "report.md": ctx.require("verify.report_md")}
     # recorded before they are written: a kill in between leaves reports the manifest already knows
@@ -261,14 +261,27 @@ def publish_reports(ctx: RunContext) -> None:
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# the device runtime's package: verify and the backends run engines through it, so stage code digests cover it
+ROOTS = ("edgeft", "edgeft_runtime")
+
+
+def _root(top: str) -> Path:
+    if top == "edgeft":
+        return PACKAGE_DIR
+    import edgeft_runtime                  # runtime/edgeft_runtime in a checkout, site-packages in a wheel install
+
+    return Path(edgeft_runtime.__file__).resolve().parent
 
 
 def _module_file(module: str) -> Path | None:
-    parts = module.split(".")[1:]
+    top, *parts = module.split(".")
+    if top not in ROOTS:
+        return None
+    base = _root(top)
     if not parts:
-        return PACKAGE_DIR / "__init__.py"
+        return base / "__init__.py"
     rel = Path(*parts)
-    for f in (PACKAGE_DIR / rel.with_suffix(".py"), PACKAGE_DIR / rel / "__init__.py"):
+    for f in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
         if f.is_file():
             return f
     return None
@@ -288,9 +301,9 @@ def edgeft_imports(module: str) -> list[str]:
         seen[name] = path
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.startswith("edgeft.")]
+                todo += [a.name for a in node.names if a.name.split(".")[0] in ROOTS]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                    and node.module.split(".")[0] == "edgeft":
+                    and node.module.split(".")[0] in ROOTS:
                 todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
     return sorted(seen)
 
@@ -380,7 +393,7 @@ def _accuracy_fallback(ctx: RunContext) -> None:
     and verify, within the config's block and time budget; the rounds go into verify's report, re-recorded."""
     from edgeft import fallback
     from edgeft.config import build_config
-    from edgeft.fileio import read_json, write_json_atomic, write_text_atomic
+    from edgeft_runtime.fileio import read_json, write_json_atomic, write_text_atomic
     from edgeft.report import render_markdown
 
     report = read_json(ctx.require("verify.report_json"))

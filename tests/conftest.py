@@ -86,3 +86,27 @@ def write_loose_target(path: Path, name: str = "test-int8") -> Path:
         "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
         "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """One full run through the CLI, shared by every test that reads it (a test that changes it copies it first)."""
+    tmp = tmp_path_factory.mktemp("run")
+    data = write_intents_csv(tmp / "intents.csv")
+    target = tmp / "test-int8.yaml"
+    target.write_text(
+        "# test target\nname: test-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
+        "device: {kind: cpu, isa: any, threads: 1}\n"
+        "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
+        "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n"
+        "onnxruntime: {int8_embeddings: false}\n")             # keeps the engine exactly the Q/DQ graph
+    out = tmp / "out"
+    args = ["run", "--model", tiny_model_dir, "--data", data, "--text-column", "utterance",
+            "--label-column", "category", "--target", target, "--epochs", "2", "--qat-epochs", "1",
+            "--lr", "1e-3", "--max-length", "32", "--out", out]
+    from click.testing import CliRunner
+
+    from edgeft.cli.commands import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return {"out": out, "args": args, "result": result, "target": target, "data": data}

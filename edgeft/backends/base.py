@@ -56,7 +56,7 @@ class Backend:
         """Open the engine and time ``iters`` runs at ``shapes`` in this process (after ``warmup``)."""
         import time
 
-        from edgeft.runtime.timing import time_session
+        from edgeft_runtime.timing import time_session
 
         t0 = time.perf_counter()
         sess = self.open(engine_dir, threads)

@@ -17,8 +17,8 @@ from typing import Any
 
 from edgeft.backends.base import Backend, Capabilities, copy_sidecars
 from edgeft.errors import BackendUnavailable
-from edgeft.fileio import write_json_atomic
-from edgeft.runtime.session import ENGINE_JSON
+from edgeft_runtime.fileio import write_json_atomic
+from edgeft_runtime.session import ENGINE_JSON
 
 INT8_OPS = {"MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul",
             "QLinearConv", "ConvInteger", "QGemm", "QAttention"}
@@ -83,7 +83,7 @@ class OnnxRuntimeCPU(Backend):
         return meta
 
     def open(self, engine_dir: Path, threads: int | None = None):
-        from edgeft.runtime.session import OrtSession
+        from edgeft_runtime.session import OrtSession
 
         return OrtSession(engine_dir, threads)
 

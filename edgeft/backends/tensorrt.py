@@ -23,8 +23,9 @@ from typing import Any
 
 from edgeft.backends.base import Backend, Capabilities, copy_sidecars
 from edgeft.errors import BackendUnavailable, TargetError
-from edgeft.fileio import write_json_atomic
-from edgeft.runtime.session import ENGINE_JSON
+from edgeft_runtime.fileio import write_json_atomic
+from edgeft_runtime.session import ENGINE_JSON
+from edgeft_runtime.trt_device import tensorrt_version
 
 KIT_README = """Deferred TensorRT build kit for target {target} ({precision}).
 
@@ -36,14 +37,6 @@ On the device (TensorRT 10 or 11 with its Python bindings, and a CUDA GPU):
 builds model.engine from model.onnx with exactly the settings in settings.json (precision, input shape
 profile, workspace) and writes engine_info.json (TensorRT version, GPU, per-layer precision).
 """
-
-
-def tensorrt_version() -> str | None:
-    try:
-        import tensorrt
-    except ImportError:
-        return None
-    return tensorrt.__version__
 
 
 def cache_dir() -> Path:
@@ -125,7 +118,7 @@ class TensorRT(Backend):
 
     def open(self, engine_dir: Path, threads: int | None = None):
         """A built engine (``model.engine``); a deferred kit's engine.json names onnxruntime-cpu instead."""
-        from edgeft.runtime.session import TrtSession
+        from edgeft_runtime.session import TrtSession
 
         self.require_runtime()
         return TrtSession(engine_dir)

@@ -115,7 +115,7 @@ def _check_targets_and_calibration(cfg: RunConfig) -> None:
 
 def _finish(ctx, accept_unmeasured: bool = False) -> None:
     from edgeft.errors import GateFailed, GatesNotMeasured
-    from edgeft.fileio import read_json
+    from edgeft_runtime.fileio import read_json
     from edgeft.pipeline import publish_reports
     from edgeft.report import verdict_of
 
@@ -233,3 +233,53 @@ def targets_validate(names: tuple[str, ...]) -> None:
             click.echo(f"✗ {name}: {e}", err=True)
     if bad:
         raise TargetError(f"{bad} target(s) invalid", fix="edit the files named above")
+
+
+def _open_recorded(run_dir: Path):
+    """A run context on an existing run directory with the config its manifest recorded (nothing re-read
+    from the model or data paths it was given)."""
+    from edgeft.errors import RunDirError
+    from edgeft.manifest import Manifest
+    from edgeft.pipeline import RunContext
+
+    base = Manifest.load(run_dir).data.get("config") if (run_dir / "manifest.json").is_file() else None
+    if base is None:
+        raise RunDirError(f"{run_dir} is not an edgeft run directory (no manifest.json with a recorded config)",
+                          fix="pass the --out folder of a finished `edgeft run`")
+    return RunContext.open(build_config({"out": run_dir}, base, check_paths=False))
+
+
+@cli.command(help="Make one edge bundle per target of a verified run: the engine, its pre-processing and labels, a "
+                  "golden set the device checks itself against, the torch-free runtime's wheel (hash-pinned) and "
+                  "bundle.json with the sha256 of every file. Writes OUT/<bundle>/ and OUT/<bundle>.tar.gz "
+                  "(byte-reproducible). A target whose engine failed a gate is refused unless --allow-failed. "
+                  "On the device: `edgeft-runtime check|info|predict|bench BUNDLE`.")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--target", "targets", multiple=True, help="Package only this target (repeatable) [default: every "
+              "target of the run].")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for the bundles [default: RUN_DIR/bundles].")
+@click.option("--sign-key", type=click.Path(path_type=Path), help="Sign bundle.json with this Ed25519 private key "
+              "(PEM; `openssl genpkey -algorithm ed25519 -out key.pem`). Needs `cryptography` (edgeft[sign]).")
+@click.option("--docker", is_flag=True, help="Also write the target's Dockerfile into the bundle (it is the build context).")
+@click.option("--allow-failed", is_flag=True, help="Package a target whose engine failed a verification gate; the "
+              "bundle and every device command say so.")
+@click.option("--golden", type=click.IntRange(0, 100000), default=64, show_default=True,
+              help="Test-split inputs in the golden set.")
+@click.option("--with-reference", is_flag=True, help="Also bundle the FP32 reference engine (for `edgeft-runtime "
+              "bench` to compare against on the device).")
+@click.option("--name", help="Bundle name [default: <run dir name>-<target>].")
+@click.option("--version", "version", help="Bundle version [default: 0+<first 12 hex of the run manifest's sha256>].")
+def package(run_dir: Path, targets: tuple[str, ...], out: Path | None, sign_key: Path | None, docker: bool,
+            allow_failed: bool, golden: int, with_reference: bool, name: str | None, version: str | None) -> None:
+    from edgeft.bundling.make import PackageOptions, package_run
+    from edgeft.pipeline import log
+
+    if name is not None and not name.strip():
+        raise EdgeftError("--name is empty", fix="pass a name of letters, digits, . _ -")
+    opts = PackageOptions(targets=targets, out=out, sign_key=sign_key, docker=docker, allow_failed=allow_failed,
+                          golden=golden, with_reference=with_reference, name=name, version=version)
+    with _open_recorded(run_dir) as ctx:
+        made = package_run(ctx, opts, log=log)
+    for folder in made:
+        click.echo(f"{folder}\n{folder}.tar.gz")
+

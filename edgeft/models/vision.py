@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgeft.errors import ConfigError
-from edgeft.runtime.image import ImagePreprocessor
+from edgeft_runtime.image import ImagePreprocessor
 
 TORCHVISION_ARCHS = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 HF_CONFIG_TYPES = ("resnet", "mobilenet_v2", "vit")

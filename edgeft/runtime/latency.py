@@ -14,7 +14,7 @@ from pathlib import Path
 def measure(engine_dir: str, shapes: dict[str, list[int]], warmup: int, iters: int, threads: int | None) -> dict:
     """Time an engine through its backend (``Backend.latency``)."""
     from edgeft.backends import get_backend
-    from edgeft.runtime.session import runtime_of
+    from edgeft_runtime.session import runtime_of
 
     return get_backend(runtime_of(Path(engine_dir))).latency(Path(engine_dir), shapes, warmup, iters, threads)
 
@@ -22,7 +22,7 @@ def measure(engine_dir: str, shapes: dict[str, list[int]], warmup: int, iters: i
 def check_shapes(engine_dir: Path, shapes: dict[str, list[int]]) -> None:
     """Every dimension >= 1, and a sequence no longer than the model's position embeddings (config.json)."""
     from edgeft.errors import EdgeftError
-    from edgeft.fileio import read_json
+    from edgeft_runtime.fileio import read_json
 
     for name, dims in shapes.items():
         if not dims or any(d < 1 for d in dims):
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
     from edgeft.errors import EdgeftError
-    from edgeft.runtime.session import check_engine_folder
+    from edgeft_runtime.session import check_engine_folder
 
     try:
         shapes = {k: [int(d) for d in v.split("x")] for k, v in (s.split("=", 1) for s in a.shape)}

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.errors import ConfigError, ParityError
-from edgeft.fileio import read_json, write_json_atomic
+from edgeft_runtime.fileio import read_json, write_json_atomic
 from edgeft.manifest import Artifact
 
 NAME = "export"

@@ -30,7 +30,7 @@ from edgeft.calibration import batches, fingerprint as calib_fingerprint, load_c
 from edgeft.data.loading import SplitData, save_splits
 from edgeft.console import CONSOLE, LOG_FILE
 from edgeft.distributed import check_devices
-from edgeft.fileio import write_json_atomic
+from edgeft_runtime.fileio import write_json_atomic
 from edgeft.manifest import Artifact
 
 NAME = "finetune"
@@ -168,7 +168,7 @@ def _train_fp32(ctx, train_cfg, family, data: SplitData, ds: dict, ckpt: Path):
 
 def _reuse_baseline(ctx, family, data: SplitData, work: Path, key: str, force: bool):
     """The previous run's baseline, when only calibration/QAT settings changed and its files are intact."""
-    from edgeft.fileio import read_json, sha256_file
+    from edgeft_runtime.fileio import read_json, sha256_file
 
     prev = ctx.run_dir / NAME
     if force or not (prev / BASELINE_KEY).is_file() or (prev / BASELINE_KEY).read_text() != key:

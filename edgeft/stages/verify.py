@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeft import hostinfo
 from edgeft.errors import EdgeftError
-from edgeft.fileio import read_json, write_json_atomic, write_text_atomic
+from edgeft_runtime.fileio import read_json, write_json_atomic, write_text_atomic
 from edgeft.manifest import Artifact
 from edgeft.report import REPORT_SCHEMA_VERSION, render_markdown
 from edgeft.targets import TargetSpec, host_isa_note, load_target
@@ -53,8 +53,8 @@ def predict(engine_dir: Path, inputs: list[str], max_length: int, times_ms: list
     ``times_ms`` (when given) gets each engine call's time: what real traffic costs on this host."""
     import time
 
-    from edgeft.runtime.inputs import preprocessor_for
-    from edgeft.runtime.session import open_engine
+    from edgeft_runtime.inputs import preprocessor_for
+    from edgeft_runtime.session import open_engine
 
     sess = open_engine(engine_dir)
     pre = preprocessor_for(engine_dir, max_length)
@@ -79,7 +79,7 @@ def split_latency(times_ms: list[float]) -> dict[str, float] | None:
 
 def latency_shapes(engine_dir: Path, spec: TargetSpec) -> dict[str, list[int]]:
     """The target's ``opt`` shapes; an image engine is timed at batch opt[0] and its own image size."""
-    from edgeft.runtime.inputs import modality_of
+    from edgeft_runtime.inputs import modality_of
 
     shapes = dict(spec.latency_shape)
     if modality_of(engine_dir) == "image":

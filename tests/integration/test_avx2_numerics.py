@@ -15,7 +15,7 @@ K, CIN, COUT = 256, 64, 16
 COMPARE = """
 import json, sys
 import numpy as np
-from edgeft.runtime.session import open_engine
+from edgeft_runtime.session import open_engine
 from edgeft.stages.export import reference_session
 x = np.load(sys.argv[1])
 ref = reference_session(sys.argv[2]).run(None, {"x": x})
@@ -87,7 +87,7 @@ def test_avx2_engine_matches_its_qdq_graph_on_avx2_kernels(engines):
 
 def test_both_flavours_are_exact_on_this_hosts_kernels(engines):
     """On the host running the suite (VNNI or not), the avx2 engine is exact too: u8u8 is safe everywhere."""
-    from edgeft.runtime.session import open_engine
+    from edgeft_runtime.session import open_engine
     from edgeft.stages.export import reference_session
 
     x = np.load(engines / "x.npy")

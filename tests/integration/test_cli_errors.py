@@ -199,14 +199,14 @@ def _runtime(*args):
 def test_device_runtime_names_a_wrong_folder_and_a_missing_file(engine_dir, tmp_path):
     import shutil
 
-    r = _runtime("edgeft.runtime.predict", engine_dir.parent, "hello")
+    r = _runtime("edgeft_runtime.predict", engine_dir.parent, "hello")
     assert r.returncode == 1 and "not an engine folder" in r.stderr and "Traceback" not in r.stderr
     broken = tmp_path / "engine"
     shutil.copytree(engine_dir, broken)
     (broken / "tokenizer.json").unlink()
-    r = _runtime("edgeft.runtime.predict", broken, "hello")
+    r = _runtime("edgeft_runtime.predict", broken, "hello")
     assert r.returncode == 1 and "tokenizer.json" in r.stderr and "Traceback" not in r.stderr
-    r = _runtime("edgeft.runtime.predict", engine_dir, "")
+    r = _runtime("edgeft_runtime.predict", engine_dir, "")
     assert r.returncode == 0 and "warning: an empty input" in r.stderr
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeft.fileio import sha256_file
+from edgeft_runtime.fileio import sha256_file
 
 STAGES = ("finetune", "export", "compile", "verify")
 # run in a child process: die (SIGKILL, as the OOM killer or `kill -9` would) right after a stage's folder

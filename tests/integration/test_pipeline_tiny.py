@@ -11,35 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from edgeft.cli.commands import cli
-from edgeft.fileio import sha256_file
+from edgeft_runtime.fileio import sha256_file
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def invoke(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_model_dir, tmp_path_factory):
-    """One full run, shared by the tests below (each asserts a different property of it)."""
-    from tests.conftest import write_intents_csv
-
-    tmp = tmp_path_factory.mktemp("run")
-    data = write_intents_csv(tmp / "intents.csv")
-    target = tmp / "test-int8.yaml"
-    target.write_text(
-        "# test target\nname: test-int8\nbackend: onnxruntime-cpu\nprecision: int8\n"
-        "device: {kind: cpu, isa: any, threads: 1}\n"
-        "input_shapes: {input_ids: {min: [1, 1], opt: [1, 16], max: [4, 64]}}\n"
-        "gates: {accuracy: {max_drop: 1.0}, agreement: {min_top1: 0.0}}\n"
-        "onnxruntime: {int8_embeddings: false}\n")             # keeps the engine exactly the Q/DQ graph
-    out = tmp / "out"
-    args = ["run", "--model", tiny_model_dir, "--data", data, "--text-column", "utterance",
-            "--label-column", "category", "--target", target, "--epochs", "2", "--qat-epochs", "1",
-            "--lr", "1e-3", "--max-length", "32", "--out", out]
-    result = invoke(*args)
-    return {"out": out, "args": args, "result": result, "target": target, "data": data}
 
 
 def test_run_exits_zero_and_writes_reports(tiny_run):
@@ -141,8 +119,8 @@ def test_engine_rewrites_keep_outputs_of_the_plain_qdq_graph(tiny_run):
     int32 sums are exact on every x86 class once no kernel saturates (the ``isa: any`` target builds u8u8);
     what may differ is float rounding of the rescale, moving a requantized value by one step now and then."""
     from edgeft.stages.export import reference_session
-    from edgeft.runtime.session import open_engine
-    from edgeft.runtime.text import TextPreprocessor
+    from edgeft_runtime.session import open_engine
+    from edgeft_runtime.text import TextPreprocessor
 
     out = tiny_run["out"]
     eng = open_engine(out / "compile/test-int8/engine")
@@ -331,8 +309,8 @@ def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, t
 
     from edgeft.stages.export import reference_session
 
-    from edgeft.runtime.session import open_engine
-    from edgeft.runtime.text import TextPreprocessor
+    from edgeft_runtime.session import open_engine
+    from edgeft_runtime.text import TextPreprocessor
 
     run_dir = tmp_path / "copy"
     shutil.copytree(tiny_run["out"], run_dir)
@@ -416,8 +394,8 @@ def test_tiny_engine_matches_its_qdq_graph_on_avx2_kernels(tiny_run):
 import json, sys
 from pathlib import Path
 import numpy as np
-from edgeft.runtime.session import open_engine
-from edgeft.runtime.text import TextPreprocessor
+from edgeft_runtime.session import open_engine
+from edgeft_runtime.text import TextPreprocessor
 from edgeft.stages.export import reference_session
 out = Path(sys.argv[1])
 eng = open_engine(out / "compile/test-int8/engine")

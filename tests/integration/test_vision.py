@@ -75,7 +75,7 @@ def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tm
     import sys
 
     # every image, not one: training differs slightly between CPU vendors, and one image may sit near the boundary
-    code = ("import sys, json; from pathlib import Path; from edgeft.runtime.predict import Classifier; "
+    code = ("import sys, json; from pathlib import Path; from edgeft_runtime.predict import Classifier; "
             f"c = Classifier({str(eng)!r}); imgs = sorted(Path({str(stripes)!r}).rglob('*.png')); "
             "right = sum(c(str(p))['label'] == p.parent.name for p in imgs); "
             "assert 'torch' not in sys.modules, 'torch imported'; print(right / len(imgs))")
@@ -129,7 +129,7 @@ def test_image_preprocessing_is_identical_in_training_eval_and_runtime(stripes):
     """The evaluation dataset and the device runtime produce the same tensor for the same file."""
     from edgeft.config import VisionConfig
     from edgeft.models.vision import TorchvisionFamily
-    from edgeft.runtime.image import ImagePreprocessor
+    from edgeft_runtime.image import ImagePreprocessor
 
     fam = TorchvisionFamily("torchvision:resnet18", VisionConfig(image_size=32))
     path = str(next(stripes.rglob("*.png")))

@@ -22,7 +22,7 @@ def wheel_venv(tmp_path_factory):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for name in ("edgeft", "targets", "calibration"):
+    for name in ("edgeft", "targets", "calibration", "runtime", "docker"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp),
                     str(src)], check=True, capture_output=True)
@@ -48,6 +48,19 @@ def test_wheel_ships_targets_and_calibration_as_package_data(wheel_venv):
     names = zipfile.ZipFile(wheel_venv["wheel"]).namelist()
     assert "edgeft/shipped/targets/x86-avx2-int8.yaml" in names
     assert "edgeft/shipped/calibration/default.yaml" in names
+    assert "edgeft/shipped/docker/tensorrt-jetson.Dockerfile" in names
+    assert "edgeft_runtime/bundle.py" in names and "edgeft/bundling/make.py" in names
+
+
+def test_the_runtime_wheel_is_written_from_a_non_editable_install(wheel_venv, tmp_path):
+    """edgeft package needs no source tree: the runtime's wheel comes from the installed package."""
+    py = wheel_venv["venv"] / "bin/python"
+    r = subprocess.run([py, "-c", "import sys; from pathlib import Path; from edgeft.bundling.wheel import "
+                        "build_runtime_wheel; print(build_runtime_wheel(Path(sys.argv[1])))", str(tmp_path)],
+                       capture_output=True, text=True, cwd="/")
+    assert r.returncode == 0, r.stderr
+    names = zipfile.ZipFile(r.stdout.strip()).namelist()
+    assert "edgeft_runtime/cli.py" in names and "edgeft_runtime-0.1.0.dist-info/RECORD" in names
 
 
 def test_targets_ls_and_validate_from_a_non_editable_install(wheel_venv):

@@ -11,7 +11,7 @@ def test_stage_code_follows_imports():
     assert {"edgeft.backends.ort_fusions", "edgeft.backends.qdq_ort", "edgeft.backends.onnx_graph"} <= set(ort)
     assert "edgeft.training" not in pipeline.edgeft_imports("edgeft.stages.compile")
     assert "edgeft.training" in pipeline.edgeft_imports("edgeft.stages.finetune")
-    assert "edgeft.runtime.session" in pipeline.edgeft_imports("edgeft.stages.verify")
+    assert "edgeft_runtime.session" in pipeline.edgeft_imports("edgeft.stages.verify")
 
 
 def test_editing_a_backend_changes_compile_and_not_finetune(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """Classify with a compiled engine: numpy + onnxruntime (+ tokenizers for text, PIL for images) only.
 
-Usage: python -m edgeft.runtime.predict ENGINE_DIR "turn on the lights" ["another text" ...]
-       python -m edgeft.runtime.predict ENGINE_DIR photo1.png [photo2.png ...]       (image engines)
+Usage: python -m edgeft_runtime.predict ENGINE_DIR "turn on the lights" ["another text" ...]
+       python -m edgeft_runtime.predict ENGINE_DIR photo1.png [photo2.png ...]       (image engines)
 Prints one JSON line per input: the label, its probability, and the top-3.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.fileio import read_json
+from edgeft_runtime.fileio import read_json
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -23,8 +23,8 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 class Classifier:
     def __init__(self, engine_dir: Path, max_length: int = 128):
-        from edgeft.runtime.inputs import preprocessor_for
-        from edgeft.runtime.session import check_engine_folder, open_engine
+        from edgeft_runtime.inputs import preprocessor_for
+        from edgeft_runtime.session import check_engine_folder, open_engine
 
         check_engine_folder(engine_dir)
         self.session = open_engine(engine_dir)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("inputs", nargs="+", help="texts, or image paths for an image engine")
     ap.add_argument("--max-length", type=int, default=128)
     a = ap.parse_args(argv)
-    from edgeft.errors import EdgeftError
+    from edgeft_runtime.errors import EdgeftError
 
     try:
         clf = Classifier(a.engine_dir, a.max_length)

@@ -6,7 +6,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from edgeft.fileio import read_json
+from edgeft_runtime.fileio import read_json
 
 ENGINE_JSON = "engine.json"
 
@@ -65,7 +65,7 @@ class TrtSession:
 
 def check_engine_folder(engine_dir: Path) -> dict:
     """engine.json of an engine folder, or EdgeftError naming what is missing and which folder to pass."""
-    from edgeft.errors import EdgeftError
+    from edgeft_runtime.errors import EdgeftError
 
     folder = Path(engine_dir)
     fix = "pass an engine folder: RUN_DIR/compile/<target>/engine (or .../fp32-reference)"
@@ -91,8 +91,18 @@ def runtime_of(engine_dir: Path) -> str:
     return meta.get("runtime", meta["backend"])
 
 
-def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
-    """Open what compile wrote, through the backend registry."""
-    from edgeft.backends import get_backend
+SESSIONS = {"onnxruntime-cpu": OrtSession, "tensorrt": TrtSession}
 
-    return get_backend(runtime_of(engine_dir)).open(Path(engine_dir), threads)
+
+def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
+    """Open what compile wrote with the session class of its runtime (edgeft's backends open through these
+    same classes, so the device and verify run an engine the same way)."""
+    from edgeft_runtime.errors import EdgeftError
+
+    name = runtime_of(engine_dir)
+    if name not in SESSIONS:
+        raise EdgeftError(f"{engine_dir}: this runtime cannot open {name!r} engines (it opens {sorted(SESSIONS)})",
+                          fix="upgrade edgeft-runtime to the version the bundle was made with")
+    if name == "tensorrt":
+        return TrtSession(Path(engine_dir))
+    return OrtSession(Path(engine_dir), threads)

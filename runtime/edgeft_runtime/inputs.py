@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeft.runtime.image import PREPROCESSOR_JSON
+from edgeft_runtime.image import PREPROCESSOR_JSON
 
 
 def modality_of(folder: Path) -> str:
@@ -12,9 +12,9 @@ def modality_of(folder: Path) -> str:
 
 def preprocessor_for(folder: Path, max_length: int = 128):
     if modality_of(folder) == "image":
-        from edgeft.runtime.image import ImagePreprocessor
+        from edgeft_runtime.image import ImagePreprocessor
 
         return ImagePreprocessor.from_folder(folder)
-    from edgeft.runtime.text import TextPreprocessor
+    from edgeft_runtime.text import TextPreprocessor
 
     return TextPreprocessor(folder, max_length)

@@ -1,0 +1,351 @@
+"""An edgeft bundle on the device: opened from its folder or its ``.tar.gz``, and checked before anything in
+it is loaded: archive members (no absolute paths, ``..``, links or devices), ``bundle.json`` against its
+schema, the signature when a public key is given, then the size and sha256 of every file, with nothing
+missing and nothing added. Only then are the engine and its pre-processing opened.
+"""
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeft_runtime.errors import BundleError, EdgeftError
+from edgeft_runtime.fileio import read_json, sha256_file
+from edgeft_runtime.schema import BUNDLE_SCHEMA, BUNDLE_SCHEMA_VERSION, validate
+from edgeft_runtime.signing import SIGNATURE_FILE
+
+BUNDLE_JSON = "bundle.json"
+UNLISTED = (BUNDLE_JSON, SIGNATURE_FILE)          # the two files bundle.json cannot list (itself, its signature)
+
+
+def safe_relpath(rel: str, what: str) -> PurePosixPath:
+    """A path inside the bundle: relative, no ``..``, no backslashes; BundleError otherwise."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or rel.startswith("~"):
+        raise BundleError(f"{what} {rel!r} points outside the bundle", fix="do not install this bundle; get it again from its source")
+    return p
+
+
+def check_members(tar: tarfile.TarFile, archive: Path) -> str:
+    """The archive's one top folder, after refusing any member that could write outside it or is not a plain
+    file or folder (symlinks, hard links, devices, fifos)."""
+    tops = set()
+    for m in tar.getmembers():
+        safe_relpath(m.name.rstrip("/"), f"{archive}: archive member")
+        if not (m.isfile() or m.isdir()):
+            kind = ("a symlink" if m.issym() else "a hard link" if m.islnk() else "a device" if m.isdev()
+                    else "a fifo" if m.isfifo() else "not a plain file")
+            raise BundleError(f"{archive}: archive member {m.name!r} is {kind}; bundles hold plain files only",
+                              fix="do not install this bundle; get it again from its source")
+        tops.add(PurePosixPath(m.name).parts[0])
+    if len(tops) != 1:
+        raise BundleError(f"{archive} is not an edgeft bundle archive (it has {len(tops)} top-level entries, not one folder)",
+                          fix="pass the .tar.gz that `edgeft package` wrote, or the bundle folder")
+    return tops.pop()
+
+
+def extract(archive: Path, dest: Path) -> Path:
+    """Extract a bundle archive into ``dest`` (which must be empty) after ``check_members``; returns the bundle folder."""
+    try:
+        tar = tarfile.open(archive, "r:gz")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise BundleError(f"{archive} is not a readable .tar.gz ({e})", fix="pass the .tar.gz `edgeft package` wrote, or the bundle folder") from None
+    with tar:
+        top = check_members(tar, archive)
+        try:
+            if hasattr(tarfile, "data_filter"):        # Python >= 3.10.12 / 3.11.4: the stdlib's own guard as well
+                tar.extractall(dest, filter="data")
+            else:
+                tar.extractall(dest)                   # members were checked above
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise BundleError(f"{archive} could not be extracted: {e}", fix="get the bundle again from its source") from None
+    return dest / top
+
+
+def check_files(root: Path, meta: dict) -> None:
+    """Every file bundle.json lists is there with its size and sha256; no other file, no link, anywhere."""
+    listed = {}
+    for f in meta["files"]:
+        rel = safe_relpath(f["path"], "bundle.json lists a file")
+        listed[rel.as_posix()] = f
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            raise BundleError(f"{root}: {rel} is a symlink; bundles hold plain files only",
+                              fix="do not install this bundle; get it again from its source")
+        if p.is_file() and rel not in listed and rel not in UNLISTED:
+            raise BundleError(f"{root}: {rel} is not part of this bundle (bundle.json does not list it): files were "
+                              "added after it was made", fix=f"remove {rel}, or get the bundle again from its source")
+    for rel, f in listed.items():
+        p = root / rel
+        if not p.is_file():
+            raise BundleError(f"{root}: {rel} is missing", fix="get the bundle again from its source (copy the whole folder)")
+        if p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
+            raise BundleError(f"{root}: {rel} was changed (its sha256 differs from the one bundle.json records): "
+                              "the bundle was damaged or tampered with", fix="do not install this bundle; get it again from its source")
+
+
+def load_meta(root: Path) -> dict:
+    p = root / BUNDLE_JSON
+    if not p.is_file():
+        raise BundleError(f"{root} is not an edgeft bundle (no {BUNDLE_JSON})",
+                          fix="pass the folder or .tar.gz that `edgeft package` wrote")
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{p} is not valid JSON ({e})", fix="get the bundle again from its source") from None
+    if isinstance(meta, dict) and isinstance(meta.get("schema_version"), int) and meta["schema_version"] > BUNDLE_SCHEMA_VERSION:
+        raise BundleError(f"{p} has schema_version {meta['schema_version']}; this edgeft-runtime reads {BUNDLE_SCHEMA_VERSION}",
+                          fix="install the edgeft-runtime wheel the bundle carries (runtime/)")
+    validate(meta, BUNDLE_SCHEMA, str(p))
+    return meta
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@dataclass
+class GoldenResult:
+    passed: bool
+    inputs: int
+    atol: float
+    max_abs_diff: float
+    outside_tolerance: list[int]
+    top1_checked: int
+    top1_mismatches: list[int]
+    agreement_with_fp32_baseline: float | None
+    engine: str
+
+    def line(self) -> str:
+        what = (f"golden set: {self.inputs} inputs through {self.engine}, max |Δlogit| {self.max_abs_diff:.4g} "
+                f"(tolerance {self.atol:.4g}), top-1 same on {self.top1_checked - len(self.top1_mismatches)}/"
+                f"{self.top1_checked} decisive inputs")
+        if self.passed:
+            return f"PASS {what}"
+        bad = []
+        if self.outside_tolerance:
+            bad.append(f"inputs {self.outside_tolerance[:8]} outside the tolerance")
+        if self.top1_mismatches:
+            bad.append(f"inputs {self.top1_mismatches[:8]} changed their top-1 label")
+        return f"FAIL {what}: {'; '.join(bad)}"
+
+
+@dataclass
+class Bundle:
+    root: Path
+    meta: dict
+    source: Path
+    signer: str | None = None
+    _tmp: Any = field(default=None, repr=False)
+    _session: Any = field(default=None, repr=False)
+    _pre: Any = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path, public_key: str | Path | None = None) -> "Bundle":
+        """Open a bundle folder or ``.tar.gz`` (extracted to a private temp folder, removed by ``close``), after
+        every check in the module docstring. ``public_key``: require a valid signature by that key."""
+        from edgeft_runtime import signing
+
+        src = Path(path)
+        tmp = None
+        if src.is_dir():
+            root = src
+        elif src.is_file():
+            tmp = tempfile.TemporaryDirectory(prefix="edgeft-bundle-")
+            try:
+                root = extract(src, Path(tmp.name))
+            except BaseException:
+                tmp.cleanup()
+                raise
+        else:
+            raise BundleError(f"{src}: no such bundle folder or archive", fix="pass the folder or .tar.gz that `edgeft package` wrote")
+        try:
+            signer = None
+            if public_key is not None:       # the signature first: it vouches for bundle.json, which vouches for the rest
+                if not (root / BUNDLE_JSON).is_file():
+                    load_meta(root)
+                signer = signing.verify(root, signing.load_public_key(Path(public_key)))
+            meta = load_meta(root)
+            check_files(root, meta)
+        except BaseException:
+            if tmp is not None:
+                tmp.cleanup()
+            raise
+        return cls(root=root, meta=meta, source=src, signer=signer, _tmp=tmp)
+
+    def close(self) -> None:
+        self._session = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # what it is --------------------------------------------------------------------------------------------
+    @property
+    def signed(self) -> bool:
+        return (self.root / SIGNATURE_FILE).is_file()
+
+    def verdict_line(self) -> str:
+        """The verdict the bundle was released with, as every device command prints it."""
+        v = self.meta["verification"]
+        host = v.get("host") or {}
+        where = f" on {host.get('cpu', '?')} [{host.get('isa_class', '?')}]" if host else ""
+        extra = " (packaged with --allow-failed)" if v.get("packaged_despite_failure") else ""
+        unmeasured = [g["name"] for g in v.get("gates", []) if g.get("passed") is None]
+        extra += f"; not measured there: {', '.join(unmeasured)}" if unmeasured else ""
+        return f"recorded verdict: {v['verdict']} (edgeft verify{where}){extra}"
+
+    def info(self) -> dict:
+        m = self.meta
+        v = m["verification"]
+        return {"name": m["name"], "version": m["version"], "target": m["target"]["name"],
+                "backend": m["target"]["backend"], "precision": m["target"]["precision"], "modality": m["modality"],
+                "labels": m["labels"], "inputs": m["inputs"], "verdict": v["verdict"],
+                "accuracy": v.get("accuracy"), "baseline_accuracy": v.get("baseline_accuracy"),
+                "top1_agreement": v.get("top1_agreement"), "p50_ms": v.get("p50_ms"), "measured_on": v.get("host"),
+                "gates": v.get("gates"), "golden_inputs": m["golden"]["count"], "signed": self.signed,
+                "signature_checked_with": self.signer, "runtime": m["runtime"]["dependencies"],
+                "files": len(m["files"]), "bytes": sum(f["bytes"] for f in m["files"]),
+                "lineage": m["lineage"]}
+
+    # running it --------------------------------------------------------------------------------------------
+    @property
+    def engine_dir(self) -> Path:
+        return self.root / self.meta["engine"]["dir"]
+
+    def session(self, threads: int | None = None):
+        """The engine's session: ONNX Runtime for an ORT engine; for a TensorRT build kit, the engine built from
+        the kit on this device (``trt_device.build_from_kit``, cached), run through TensorRT."""
+        if self._session is None:
+            eng = self.meta["engine"]
+            if self.meta["target"]["backend"] == "tensorrt" and eng["deferred"]:
+                from edgeft_runtime.trt_device import build_from_kit
+
+                from edgeft_runtime.session import TrtSession
+
+                self._session = TrtSession(build_from_kit(self))
+            else:
+                from edgeft_runtime.session import open_engine
+
+                self._session = open_engine(self.engine_dir, threads)
+        return self._session
+
+    def engine_name(self) -> str:
+        s = self.session()
+        return "TensorRT" if type(s).__name__ == "TrtSession" else "ONNX Runtime CPU"
+
+    def preprocessor(self):
+        if self._pre is None:
+            from edgeft_runtime.inputs import preprocessor_for
+
+            self._pre = preprocessor_for(self.engine_dir, self.meta["preprocessing"].get("max_length", 128))
+        return self._pre
+
+    def logits(self, inputs: Sequence, times_ms: list | None = None) -> np.ndarray:
+        """Logits of each input (a text, or an image path for an image bundle) at batch 1, at its own length:
+        exactly how verify ran the test split."""
+        import time
+
+        if not inputs:
+            return np.zeros((0, len(self.meta["labels"])), np.float32)
+        sess, pre = self.session(), self.preprocessor()
+        rows = []
+        for x in inputs:
+            feeds = pre([x], sess.input_names)
+            t0 = time.perf_counter()
+            out = sess.run(feeds)
+            if times_ms is not None:
+                times_ms.append((time.perf_counter() - t0) * 1000)
+            rows.append(np.asarray(out.get("logits", next(iter(out.values()))))[0])
+        return np.stack(rows).astype(np.float32)
+
+    def predict(self, inputs: Sequence, top_k: int = 3) -> list[dict]:
+        """One dict per input: ``label``, ``score`` (its probability) and the ``top_k`` labels with theirs."""
+        labels = self.meta["labels"]
+        if self.meta["task"] == "regression":
+            return [{"input": str(x), "label": None, "score": float(row.reshape(-1)[0])}
+                    for x, row in zip(inputs, self.logits(inputs))]
+        out = []
+        for x, row in zip(inputs, self.logits(inputs)):
+            p = softmax(row.astype(np.float64))
+            top = np.argsort(-p)[:max(1, top_k)]
+            out.append({"input": str(x), "label": labels[top[0]], "score": round(float(p[top[0]]), 6),
+                        "top_k": [{"label": labels[i], "score": round(float(p[i]), 6)} for i in top]})
+        return out
+
+    # the golden set ----------------------------------------------------------------------------------------
+    def golden_inputs(self) -> list:
+        rows = [json.loads(line) for line in (self.root / self.meta["golden"]["inputs"]).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if self.meta["modality"] == "image":
+            return [str(self.root / safe_relpath(r["image"], "golden input")) for r in rows]
+        return [r["text"] for r in rows]
+
+    def check_golden(self) -> GoldenResult:
+        """Run the golden inputs and compare with the engine outputs recorded at packaging: |Δlogit| within the
+        bundle's tolerance everywhere, and the same top-1 wherever the recorded margin between the first and
+        second logit exceeds twice the tolerance (below that, a difference of one tolerance on each logit
+        could honestly swap them)."""
+        g = self.meta["golden"]
+        expected = read_json(self.root / g["expected"])
+        want = np.asarray(expected["engine_logits"], np.float32)
+        base = np.asarray(expected["baseline_logits"], np.float32) if expected.get("baseline_logits") else None
+        inputs = self.golden_inputs()
+        got = self.logits(inputs)
+        if got.shape != want.shape:
+            raise BundleError(f"the engine gave logits of shape {got.shape} for the golden set; the bundle recorded {want.shape}",
+                              fix="the engine does not match its bundle.json: get the bundle again")
+        atol = float(g["tolerance"]["atol"])
+        diff = np.abs(got - want).max(-1) if len(want) else np.zeros(0)
+        outside = [int(i) for i in np.nonzero(diff > atol)[0]]
+        mism, checked = [], 0
+        if self.meta["task"] == "classification" and want.shape[-1] > 1:
+            srt = np.sort(want, -1)
+            decisive = (srt[:, -1] - srt[:, -2]) > 2 * atol
+            checked = int(decisive.sum())
+            mism = [int(i) for i in np.nonzero(decisive & (got.argmax(-1) != want.argmax(-1)))[0]]
+        agree = float((got.argmax(-1) == base.argmax(-1)).mean()) if base is not None and len(base) else None
+        return GoldenResult(passed=not outside and not mism, inputs=len(inputs), atol=atol,
+                            max_abs_diff=float(diff.max()) if len(diff) else 0.0, outside_tolerance=outside,
+                            top1_checked=checked, top1_mismatches=mism, agreement_with_fp32_baseline=agree,
+                            engine=self.engine_name())
+
+
+def read_inputs_file(path: Path, modality: str) -> list[str]:
+    """Inputs from a CSV (a ``text`` column; ``image``/``path`` for images) or JSON Lines file (the same keys)."""
+    import csv
+
+    path = Path(path)
+    keys = ("text",) if modality == "text" else ("image", "path")
+    if not path.is_file():
+        raise EdgeftError(f"--file {path}: no such file", fix="pass a .csv or .jsonl file with a `text` column")
+    try:
+        if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+    except (ValueError, UnicodeDecodeError, csv.Error) as e:
+        raise EdgeftError(f"--file {path} could not be read: {e}", fix="pass UTF-8 CSV with a header row, or JSON Lines") from None
+    key = next((k for k in keys if rows and isinstance(rows[0], dict) and k in rows[0]), None)
+    if key is None:
+        found = sorted(rows[0]) if rows and isinstance(rows[0], dict) else []
+        raise EdgeftError(f"--file {path} has no {' or '.join(repr(k) for k in keys)} column (found {found})",
+                          fix=f"name the input column `{keys[0]}`")
+    out = [r.get(key) for r in rows]
+    if any(not isinstance(x, str) for x in out):
+        raise EdgeftError(f"--file {path}: some rows have no {key!r} value", fix="give every row a value")
+    if modality == "image":
+        out = [str((path.parent / x) if not Path(x).is_absolute() else x) for x in out]
+    return out

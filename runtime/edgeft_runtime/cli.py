@@ -1,0 +1,125 @@
+"""``edgeft-runtime``: the device side of an edgeft bundle (folder or .tar.gz).
+
+    edgeft-runtime info BUNDLE                  what it is, the verdict it was released with
+    edgeft-runtime check BUNDLE [--public-key]  every checksum (and the signature), then the golden set
+    edgeft-runtime predict BUNDLE TEXT... | --file inputs.csv|jsonl | IMAGE...   JSON lines out
+
+Exit codes: 0 ok, 1 error or a failed check, 2 usage error. Every command prints the bundle's recorded
+verdict on stderr (stdout stays machine-readable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgeft_runtime.errors import EdgeftError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="the bundle folder or its .tar.gz")
+    p.add_argument("--public-key", type=Path, default=None,
+                   help="refuse the bundle unless its signature verifies with this Ed25519 public key (PEM)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgeft-runtime", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from edgeft_runtime import __version__
+
+    ap.add_argument("--version", action="version", version=f"edgeft-runtime {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="what the bundle is and the verdict it was released with")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p = sub.add_parser("check", help="checksums, signature, then the golden set through the engine (exit 0/1)")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("predict", help="classify texts (or images); one JSON object per input")
+    _common(p)
+    p.add_argument("inputs", nargs="*", help="texts, or image paths for an image bundle")
+    p.add_argument("--file", type=Path, help="CSV or JSON Lines with a `text` column (`image` for images)")
+    p.add_argument("--top-k", type=int, default=3)
+    return ap
+
+
+def _info(bundle, args) -> int:
+    info = bundle.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['name']} {info['version']}: {info['target']} ({info['backend']}, {info['precision']}), "
+          f"{info['modality']}, {len(info['labels'])} labels")
+    print("inputs: " + ", ".join(f"{i['name']} {i['dtype']} {i.get('min')}..{i.get('max')}" for i in info["inputs"]))
+    acc = info["accuracy"]
+    if acc is not None:
+        print(f"released with: accuracy {acc:.4f} (FP32 baseline {info['baseline_accuracy']:.4f}), "
+              f"top-1 agreement {info['top1_agreement']:.4f}"
+              + (f", p50 {info['p50_ms']:.3g} ms" if info["p50_ms"] is not None else ""))
+    for g in info["gates"] or []:
+        state = "not measured" if g.get("passed") is None else "passed" if g["passed"] else "FAILED"
+        print(f"  gate {g['name']}: {state} ({g.get('value')} {g.get('op')} {g.get('threshold')})")
+    print(f"files: {info['files']} ({info['bytes'] / 1e6:.1f} MB), golden set: {info['golden_inputs']} inputs, "
+          f"signed: {'yes' if info['signed'] else 'no'}")
+    print(f"needs: {', '.join(info['runtime'])}")
+    print(bundle.verdict_line())
+    return 0
+
+
+def _check(bundle, args) -> int:
+    m = bundle.meta
+    sig = (f"signature verified (key {bundle.signer[:16]}…)" if bundle.signer else
+           "signed, signature not checked (pass --public-key)" if bundle.signed else "not signed")
+    golden = bundle.check_golden()
+    line = (f"{'PASS' if golden.passed else 'FAIL'} {m['name']}: {len(m['files'])} files intact, {sig}; "
+            + golden.line().split(' ', 1)[1])
+    if args.json:
+        print(json.dumps({"passed": golden.passed, "name": m["name"], "files": len(m["files"]),
+                          "signature": "verified" if bundle.signer else "present" if bundle.signed else "none",
+                          "recorded_verdict": m["verification"]["verdict"], "golden": golden.__dict__}, indent=2))
+    else:
+        print(line)
+    return 0 if golden.passed else 1
+
+
+def _predict(bundle, args) -> int:
+    from edgeft_runtime.bundle import read_inputs_file
+
+    inputs = list(args.inputs)
+    if args.file:
+        inputs += read_inputs_file(args.file, bundle.meta["modality"])
+    if not inputs:
+        raise EdgeftError("nothing to predict", fix="pass texts after the bundle, or --file inputs.csv")
+    if args.top_k < 1:
+        raise EdgeftError(f"--top-k {args.top_k}: must be at least 1", fix="pass --top-k 3")
+    if bundle.meta["modality"] == "text" and any(not str(x).strip() for x in inputs):
+        print("warning: an empty input: the engine still answers, from no words at all", file=sys.stderr)
+    if bundle.meta["modality"] == "image":
+        missing = [x for x in inputs if not Path(x).is_file()]
+        if missing:
+            raise EdgeftError(f"no such image: {missing[0]}", fix="pass paths of image files")
+    for row in bundle.predict(inputs, args.top_k):
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from edgeft_runtime.bundle import Bundle
+
+    try:
+        with Bundle.open(args.bundle, args.public_key) as bundle:
+            if not (args.command == "info" and not args.json):
+                print(bundle.verdict_line(), file=sys.stderr)
+            code = {"info": _info, "check": _check, "predict": _predict}[args.command](bundle, args)
+    except EdgeftError as e:
+        print(f"error: {e}", file=sys.stderr)        # the fix is printed under the message
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
