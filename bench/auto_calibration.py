@@ -28,7 +28,7 @@ def main() -> None:
 
     import torch
 
-    from edgeft import hostinfo
+    from edgeft_runtime import hostinfo
     from edgeft.calibration import batches, load_calibration
     from edgeft.config import RunConfig
     from edgeft_runtime.fileio import read_json

@@ -134,7 +134,7 @@ def list_targets() -> list[str]:
 
 def host_target_name(host=None) -> tuple[str, str]:
     """The shipped target ``host`` stands for here, and why; TargetError when no shipped target fits."""
-    from edgeft import hostinfo
+    from edgeft_runtime import hostinfo
 
     host = host or hostinfo.current()
     name, why = hostinfo.host_target(host)
@@ -204,7 +204,7 @@ def capability_problems(spec: TargetSpec) -> list[str]:
 def host_isa_note(spec: TargetSpec, host=None) -> str | None:
     """Say when latency measured on ``host`` (default: this one) is not on the target's instruction set;
     None when it is (or the target is not a CPU target)."""
-    from edgeft import hostinfo
+    from edgeft_runtime import hostinfo
 
     if spec.device.kind != "cpu":
         return None

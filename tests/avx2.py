@@ -18,7 +18,7 @@ QEMU_CPU = "Haswell-noTSX"
 
 
 def avx2_prefix() -> list[str]:
-    from edgeft import hostinfo
+    from edgeft_runtime import hostinfo
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("AVX2 kernels exist only on x86-64")

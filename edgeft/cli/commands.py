@@ -283,3 +283,74 @@ def package(run_dir: Path, targets: tuple[str, ...], out: Path | None, sign_key:
     for folder in made:
         click.echo(f"{folder}\n{folder}.tar.gz")
 
+
+class _BenchGroup(EdgeftGroup):
+    """``edgeft bench RUN_DIR|BUNDLE ...`` runs the benchmark; ``edgeft bench compare OLD NEW`` compares two."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_BenchGroup, help="Benchmark engines side by side on this host: `edgeft bench RUN_DIR|BUNDLE [options]` "
+                                 "(see `edgeft bench run --help`), and `edgeft bench compare OLD.json NEW.json`.")
+def bench() -> None:
+    pass
+
+
+@bench.command(name="run", help="Time the run's engine, its FP32 reference and the peers a user would otherwise pick "
+               "(ORT FP32, quantize_dynamic per tensor and per channel, quantize_static, OpenVINO where installed, "
+               "PyTorch eager), each in its own process, in interleaved rounds, over a sweep of batch × sequence × "
+               "threads; with accuracy per batch size on the test split. A BUNDLE (folder or .tar.gz) benchmarks what "
+               "the bundle holds, as `edgeft-runtime bench` does on the device. Writes bench.json (schema_version 1), "
+               "bench.md, bench.csv and PNG plots to --out.")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--sweep", multiple=True, metavar="KEY=V1,V2", help="batch=1,8,32 / seq=32,128,384 / threads=1,2,4 "
+              "(a grid; repeatable) [default: the target's opt shape, runtime's default threads].")
+@click.option("--engines", help="Comma-separated engines [default: all that run here]: edgeft (the target's engine), "
+              "edgeft-fp32-reference, ort-fp32, ort-dynamic, ort-dynamic-per-channel, ort-static, openvino-int8, "
+              "openvino-fp32, torch-fp32.")
+@click.option("--target", help="Which of the run's targets [default: its first].")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), help="CSV/JSONL with `text` (or `image`) and "
+              "`label` columns for accuracy per batch size [default: the run's test split].")
+@click.option("--no-accuracy", is_flag=True, help="Skip accuracy per batch size.")
+@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--duration", type=click.FloatRange(0, 600), default=1.0, show_default=True,
+              help="Seconds timed per engine × point × round (at least 10 runs).")
+@click.option("--warmup", type=click.FloatRange(0, 600), default=0.3, show_default=True, help="Seconds of warm-up each time.")
+@click.option("--cv-warn", type=click.FloatRange(0, 10), default=0.05, show_default=True,
+              help="Warn when the round p50s of an engine × point vary more than this (coefficient of variation).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: RUN_DIR/bench].")
+@click.option("--json", "as_json", is_flag=True, help="Print bench.json only.")
+def bench_run(source: Path, sweep: tuple[str, ...], engines: str | None, target: str | None, data: Path | None,
+              no_accuracy: bool, rounds: int, duration: float, warmup: float, cv_warn: float, out: Path | None,
+              as_json: bool) -> None:
+    from edgeft.benchmark.run import BenchOptions, bench_bundle, bench_run_dir
+
+    opts = BenchOptions(sweep=list(sweep), engines=[e.strip() for e in engines.split(",") if e.strip()] if engines else None,
+                        target=target, data=data, accuracy=not no_accuracy, rounds=rounds, duration=duration,
+                        warmup=warmup, cv_warn=cv_warn, out=out, quiet=as_json)
+    is_bundle = source.is_file() or (source / "bundle.json").is_file()
+    if is_bundle:
+        doc, folder = bench_bundle(source, opts)
+    else:
+        with _open_recorded(source) as ctx:
+            doc, folder = bench_run_dir(ctx, opts)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(doc, indent=2))
+
+
+@bench.command(name="compare", help="Is NEW slower than OLD beyond the noise of both runs? Per engine × point, a 95% "
+               "bootstrap interval of the ratio of the median round p50s; regressed when the whole interval is above "
+               "1 + threshold. Exit 3 when something regressed, 0 otherwise.")
+@click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--threshold", default="5%", show_default=True, help="Slowdown tolerated beyond noise (5% or 0.05).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def bench_compare(old: Path, new: Path, threshold: str, as_json: bool) -> None:
+    from edgeft.benchmark.run import compare_files
+
+    compare_files(old, new, threshold, as_json)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft import hostinfo
+from edgeft_runtime import hostinfo
 from edgeft.errors import EdgeftError
 from edgeft_runtime.fileio import read_json, write_json_atomic, write_text_atomic
 from edgeft.manifest import Artifact

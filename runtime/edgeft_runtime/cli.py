@@ -3,6 +3,7 @@
     edgeft-runtime info BUNDLE                  what it is, the verdict it was released with
     edgeft-runtime check BUNDLE [--public-key]  every checksum (and the signature), then the golden set
     edgeft-runtime predict BUNDLE TEXT... | --file inputs.csv|jsonl | IMAGE...   JSON lines out
+    edgeft-runtime bench BUNDLE [--sweep batch=1,8 --sweep seq=32,128 ...]      latency, memory, accuracy here
 
 Exit codes: 0 ok, 1 error or a failed check, 2 usage error. Every command prints the bundle's recorded
 verdict on stderr (stdout stays machine-readable).
@@ -41,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="texts, or image paths for an image bundle")
     p.add_argument("--file", type=Path, help="CSV or JSON Lines with a `text` column (`image` for images)")
     p.add_argument("--top-k", type=int, default=3)
+    p = sub.add_parser("bench", help="time the bundle's engine(s) on this device: latency, throughput, memory, "
+                                     "cold start, accuracy per batch size (bench.json/.md/.csv)")
+    _common(p)
+    from edgeft_runtime.bench import add_arguments
+
+    add_arguments(p)
     return ap
 
 
@@ -112,7 +119,12 @@ def main(argv: list[str] | None = None) -> None:
         with Bundle.open(args.bundle, args.public_key) as bundle:
             if not (args.command == "info" and not args.json):
                 print(bundle.verdict_line(), file=sys.stderr)
-            code = {"info": _info, "check": _check, "predict": _predict}[args.command](bundle, args)
+            if args.command == "bench":
+                from edgeft_runtime.bench import run_cli
+
+                code = run_cli(bundle, args)
+            else:
+                code = {"info": _info, "check": _check, "predict": _predict}[args.command](bundle, args)
     except EdgeftError as e:
         print(f"error: {e}", file=sys.stderr)        # the fix is printed under the message
         raise SystemExit(e.exit_code) from None

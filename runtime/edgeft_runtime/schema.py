@@ -128,3 +128,41 @@ def validate(value: Any, schema: dict, what: str) -> None:
                           + (f" (and {len(found) - 8} more)" if len(found) > 8 else ""),
                           fix="make the bundle again with `edgeft package` (do not edit bundle.json by hand)")
 
+
+_MS = {"type": "number", "minimum": 0}
+_MS_OR_NULL = {"type": ["number", "null"], "minimum": 0}
+BENCH_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://edgeft.dev/schemas/bench-1.json",
+    "title": "edgeft bench.json",
+    "type": "object",
+    "required": ["schema_version", "source", "host", "versions", "settings", "engines", "results", "accuracy", "warnings"],
+    "properties": {
+        "schema_version": {"const": 1},
+        "source": {"type": "object"},
+        "host": {"type": "object", "required": ["cpu", "isa_class", "isa_flags", "cores"]},
+        "versions": {"type": "object"},
+        "settings": {"type": "object", "required": ["sweep", "rounds"]},
+        "engines": {"type": "array", "items": {"type": "object", "required": ["name", "kind"]}},
+        "results": {"type": "array", "items": {
+            "type": "object",
+            "required": ["engine", "batch", "seq", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
+                         "throughput", "load_s", "cold_start_s", "peak_rss_mb", "file_bytes", "rounds_p50_ms", "round_cv"],
+            "properties": {"engine": {"type": "string"}, "batch": {"type": "integer", "minimum": 1},
+                           "seq": {"type": ["integer", "null"], "minimum": 1},
+                           "threads": {"type": ["integer", "null"], "minimum": 0},
+                           "p50_ms": _MS, "p90_ms": _MS, "p99_ms": _MS, "mean_ms": _MS, "std_ms": _MS,
+                           "throughput": _MS_OR_NULL, "load_s": _MS, "cold_start_s": _MS_OR_NULL,
+                           "peak_rss_mb": _MS_OR_NULL, "gpu_memory_mb": _MS_OR_NULL,
+                           "file_bytes": {"type": ["integer", "null"], "minimum": 0},
+                           "rounds_p50_ms": {"type": "array", "items": _MS, "minItems": 1},
+                           "round_cv": _MS}}},
+        "accuracy": {"type": "array", "items": {
+            "type": "object", "required": ["engine", "batch", "accuracy", "top1_agreement", "examples"],
+            "properties": {"engine": {"type": "string"}, "batch": {"type": "integer", "minimum": 1},
+                           "accuracy": {"type": ["number", "null"], "minimum": 0},
+                           "top1_agreement": {"type": ["number", "null"], "minimum": 0},
+                           "examples": {"type": "integer", "minimum": 0}}}},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeft import hostinfo
+from edgeft_runtime import hostinfo
 from edgeft.errors import TargetError
 from edgeft.targets import host_isa_note, load_target, resolve_host
 

@@ -1,0 +1,169 @@
+"""`edgeft bench` and `edgeft-runtime bench` on the tiny run (short durations: the pipeline is under test, not speed)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgeft.cli.commands import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+FAST = ["--rounds", "2", "--duration", "0.05", "--warmup", "0"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def benched(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    r = invoke("bench", tiny_run["out"], "--sweep", "batch=1,2", "--sweep", "seq=8,16", "--out", out, *FAST)
+    return {"result": r, "out": out}
+
+
+def test_bench_writes_every_output_valid_against_its_schema(benched):
+    import jsonschema
+
+    from edgeft_runtime.schema import BENCH_SCHEMA
+
+    r = benched["result"]
+    assert r.exit_code == 0, r.output
+    out = benched["out"]
+    for name in ("bench.json", "bench.md", "bench.csv", "latency_vs_batch.png", "latency_vs_seq.png",
+                 "throughput_vs_batch.png", "rounds.png", "accuracy_vs_latency.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "latency_vs_batch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads((out / "bench.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(BENCH_SCHEMA)
+    jsonschema.validate(doc, BENCH_SCHEMA)
+    assert doc["schema_version"] == 1 and doc["host"]["cpu"] and doc["host"]["isa_flags"]
+    assert not (out / ".work").exists()
+
+
+def test_bench_runs_every_named_engine_over_the_whole_grid(benched):
+    doc = json.loads((benched["out"] / "bench.json").read_text())
+    names = {"edgeft-int8", "edgeft-fp32-reference", "ort-fp32", "ort-dynamic", "ort-dynamic-per-channel",
+             "ort-static", "torch-fp32"}
+    assert names <= {e["name"] for e in doc["engines"]}
+    grid = {(b, s) for b in (1, 2) for s in (8, 16)}
+    for name in names:
+        rows = [r for r in doc["results"] if r["engine"] == name]
+        assert {(r["batch"], r["seq"]) for r in rows} == grid, name
+        for r in rows:
+            assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and len(r["rounds_p50_ms"]) == 2
+            assert r["throughput"] == pytest.approx(r["batch"] * 1000 / r["mean_ms"])
+            assert r["peak_rss_mb"] > 10 and r["cold_start_s"] > 0 and r["load_s"] > 0 and r["file_bytes"] > 0
+    rows = list(csv.DictReader(open(benched["out"] / "bench.csv")))
+    assert len(rows) == len(doc["results"]) and {"engine", "batch", "seq", "threads", "p50_ms"} <= set(rows[0])
+    md = (benched["out"] / "bench.md").read_text()
+    assert "| 2 | 16 | default | ort-dynamic |" in md and doc["host"]["cpu"] in md
+
+
+def test_accuracy_per_batch_size_is_reported_and_padding_matters_only_where_it_does(benched, tiny_run):
+    doc = json.loads((benched["out"] / "bench.json").read_text())
+    acc = {(a["engine"], a["batch"]): a for a in doc["accuracy"]}
+    report = json.loads((tiny_run["out"] / "report.json").read_text())
+    verify_acc = next(e["accuracy"] for e in report["engines"] if e["role"] == "engine")
+    assert acc[("edgeft-int8", 1)]["accuracy"] == pytest.approx(verify_acc)     # batch 1 = verify's protocol
+    assert acc[("edgeft-int8", 1)]["examples"] == report["test_examples"]
+    assert {b for (_, b) in acc} == {1, 2}
+    assert acc[("torch-fp32", 1)]["top1_agreement"] == 1.0                     # the FP32 model agrees with itself
+
+
+def test_shapes_outside_the_target_range_are_refused_with_the_range(tiny_run, tmp_path):
+    r = invoke("bench", tiny_run["out"], "--sweep", "batch=8", "--out", tmp_path, *FAST)
+    assert r.exit_code == 1 and "batch=8 is outside what edgeft-int8 accepts (batch 1..4)" in r.output
+    r = invoke("bench", tiny_run["out"], "--sweep", "seq=65", "--out", tmp_path, *FAST)
+    assert r.exit_code == 1 and "seq 1..64" in r.output
+    r = invoke("bench", tiny_run["out"], "--sweep", "width=3", "--out", tmp_path)
+    assert r.exit_code == 1 and "KEY one of batch, seq, threads" in r.output
+    r = invoke("bench", tiny_run["out"], "--engines", "ort-magic", "--out", tmp_path)
+    assert r.exit_code == 1 and "unknown engine 'ort-magic'" in r.output
+    assert not (tmp_path / "bench.json").exists()
+
+
+def _slowed(doc: dict, factor: float) -> dict:
+    out = json.loads(json.dumps(doc))
+    for r in out["results"]:
+        r["rounds_p50_ms"] = [x * factor for x in r["rounds_p50_ms"]]
+    return out
+
+
+def test_compare_exits_0_on_two_runs_of_the_same_engine_and_3_on_a_slower_one(tiny_run, tmp_path):
+    args = ["--engines", "edgeft,ort-fp32", "--sweep", "batch=4", "--sweep", "seq=64", "--no-accuracy",
+            "--rounds", "5", "--duration", "0.2", "--warmup", "0.05"]
+    for name in ("a", "b"):
+        assert invoke("bench", tiny_run["out"], "--out", tmp_path / name, *args).exit_code == 0
+    r = invoke("bench", "compare", tmp_path / "a/bench.json", tmp_path / "b/bench.json", "--threshold", "25%")
+    assert r.exit_code == 0, r.output
+    assert "edgeft-int8" in r.output and "REGRESSED" not in r.output
+    # the measured run made 3x slower (every round): what a regressed engine's bench.json looks like
+    a = json.loads((tmp_path / "a/bench.json").read_text())
+    slow = _slowed(a, 3.0)
+    (tmp_path / "slow3.json").write_text(json.dumps(slow))
+    r = invoke("bench", "compare", tmp_path / "a/bench.json", tmp_path / "slow3.json")
+    assert r.exit_code == 3 and "REGRESSED" in r.output and "beyond noise" in r.output
+    r = invoke("bench", "compare", tmp_path / "a/bench.json", tmp_path / "nothing.json")
+    assert r.exit_code == 1 and "no such file" in r.output
+
+
+def test_compare_uses_the_noise_of_both_runs():
+    from edgeft_runtime.bench import compare
+
+    def doc(rounds):
+        return {"results": [{"engine": "e", "batch": 1, "seq": 8, "threads": None, "rounds_p50_ms": rounds}]}
+
+    noisy_old, noisy_new = doc([1.0, 1.5, 0.8, 1.3, 0.9]), doc([1.2, 1.6, 0.9, 1.4, 1.0])
+    assert not compare(noisy_old, noisy_new)[0]["regressed"]               # +8% inside wide noise
+    quiet_old, quiet_new = doc([1.00, 1.01, 0.99, 1.00, 1.00]), doc([1.20, 1.21, 1.19, 1.20, 1.20])
+    row = compare(quiet_old, quiet_new)[0]
+    assert row["regressed"] and row["ratio"] == pytest.approx(1.2) and row["ci95"][0] > 1.05
+    assert not compare(quiet_old, quiet_new, threshold=0.25)[0]["regressed"]
+
+
+def test_device_bench_runs_in_the_runtime_alone(tiny_run, tmp_path):
+    """edgeft-runtime bench on a bundle, in a process where torch cannot be imported."""
+    r = invoke("package", tiny_run["out"], "--out", tmp_path / "b", "--with-reference")
+    assert r.exit_code == 0, r.output
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "torch.py").write_text("raise ImportError('torch is not on this device')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), *sys.path])}
+    r = subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "bench", tmp_path / "b/out-test-int8.tar.gz",
+                        "--sweep", "batch=1,2", "--out", tmp_path / "dev", "--rounds", "2", "--duration", "0.05",
+                        "--warmup", "0", "--json"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {e["name"] for e in doc["engines"]} == {"edgeft-int8", "edgeft-fp32-reference"}
+    assert {(x["engine"], x["batch"]) for x in doc["results"]} == {(n, b) for n in ("edgeft-int8", "edgeft-fp32-reference") for b in (1, 2)}
+    assert doc["source"]["kind"] == "bundle" and len(doc["accuracy"]) == 4
+    assert (tmp_path / "dev/bench.json").is_file() and (tmp_path / "dev/bench.md").is_file()
+    r = subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "bench", tmp_path / "b/out-test-int8",
+                        "--sweep", "seq=65"], capture_output=True, text=True)
+    assert r.returncode == 1 and "seq 1..64" in r.stderr
+    # edgeft bench on the same bundle measures the same engines with the same code
+    r = invoke("bench", tmp_path / "b/out-test-int8", "--out", tmp_path / "host", "--sweep", "batch=2", *FAST)
+    assert r.exit_code == 0, r.output
+    host = json.loads((tmp_path / "host/bench.json").read_text())
+    assert {x["engine"] for x in host["results"]} == {"edgeft-int8", "edgeft-fp32-reference"}
+    assert host["source"] == {**host["source"], "kind": "bundle", "name": "out-test-int8"}
+
+
+def test_trtexec_export_times_are_parsed_into_copy_and_compute_medians():
+    from edgeft_runtime.bench import parse_export_times
+
+    trace = [{"startInMs": 0.0, "endInMs": 0.1, "startComputeMs": 0.1, "endComputeMs": 1.1, "startOutMs": 1.1,
+              "endOutMs": 1.15, "inMs": 0.1, "computeMs": 1.0 + i * 0.01, "outMs": 0.05, "latencyMs": 1.15 + i * 0.01,
+              "endToEndMs": 1.3} for i in range(11)]
+    got = parse_export_times(trace)
+    assert got["iterations"] == 11 and got["h2d_ms"] == pytest.approx(0.1) and got["d2h_ms"] == pytest.approx(0.05)
+    assert got["compute_ms"] == pytest.approx(1.05) and got["latency_ms"] == pytest.approx(1.2)
+    with pytest.raises(ValueError):
+        parse_export_times([{"count": 3}])
