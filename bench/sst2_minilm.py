@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--qat-distill", default=None, help="passed to edgeft run (QAT distillation weight)")
     ap.add_argument("--sweep", action="append", default=None, help="passed to edgeft bench [default: batch=1, seq=128]")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--engines", default=None, help="passed to edgeft bench [default: all that run here]")
+    ap.add_argument("--target", action="append", default=None, help="passed to edgeft run (repeatable) [default: host]")
     a = ap.parse_args()
     a.out = a.out or REPO / ("bench/results/sst2" if a.seed == "0" else f"bench/results/sst2-seed{a.seed}")
     if not SST2.is_dir():
@@ -51,13 +53,15 @@ def main() -> None:
     t0 = time.time()
     p = run([sys.executable, "-m", "edgeft", "run", "--data", train, "--eval-data", dev, "--text-column", "text",
              "--label-column", "label", "--epochs", a.epochs, "--seed", a.seed, "--out", run_dir,
-             *(["--qat-distill", a.qat_distill] if a.qat_distill else [])])
+             *(["--qat-distill", a.qat_distill] if a.qat_distill else []),
+             *[x for t in a.target or [] for x in ("--target", t)]])
     if p.returncode not in (0, 3):
         sys.exit(p.returncode)
     run_s = time.time() - t0
-    doc = edgeft_bench(run_dir, a.out / "bench", a.sweep or ["batch=1", "seq=128"], a.rounds)
+    doc = edgeft_bench(run_dir, a.out / "bench", a.sweep or ["batch=1", "seq=128"], a.rounds,
+                       ["--engines", a.engines] if a.engines else [])
     report = json.loads((run_dir / "report.json").read_text())
-    eng = {e["role"]: e for e in report["engines"]}
+    eng = {e["role"]: e for e in report["engines"] if e["target"] == report["engines"][0]["target"]}
     metrics = json.loads((run_dir / "finetune/metrics.json").read_text())
     counts = json.loads((run_dir / "manifest.json").read_text())["data"]["report"]["counts"]
     head = (f"SST-2 (train {counts['train']} / dev {report['test_examples']}), all-MiniLM-L6-v2, {a.epochs} epochs + "

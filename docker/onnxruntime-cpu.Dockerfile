@@ -11,6 +11,7 @@ RUN python -m venv /opt/edgeft \
  && /opt/edgeft/bin/pip install --no-cache-dir -r /bundle/runtime/dependencies.txt
 ENV PATH=/opt/edgeft/bin:$PATH
 RUN useradd --create-home --uid 10001 edgeft
-USER edgeft
+USER 10001
+WORKDIR /home/edgeft
 ENTRYPOINT ["edgeft-runtime"]
 CMD ["check", "/bundle"]

@@ -6,8 +6,12 @@
 #   docker run --rm --runtime nvidia -v edgeft-cache:/cache my-model predict /bundle "turn on the lights"
 FROM nvcr.io/nvidia/l4t-jetpack:r36.4.0
 COPY . /bundle
-# --system-site-packages: TensorRT's Python bindings come with JetPack, not from PyPI
-RUN python3 -m venv --system-site-packages /opt/edgeft \
+# python3-venv is not in the image; --system-site-packages: TensorRT's Python bindings come with JetPack
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends python3-venv python3-pip \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv --system-site-packages /opt/edgeft \
+ && /opt/edgeft/bin/python -c "import tensorrt; print('TensorRT', tensorrt.__version__)" \
  && /opt/edgeft/bin/pip install --no-cache-dir --no-index --find-links /bundle/runtime --no-deps --require-hashes -r /bundle/runtime/requirements.txt \
  && /opt/edgeft/bin/pip install --no-cache-dir -r /bundle/runtime/dependencies.txt
 ENV PATH=/opt/edgeft/bin:$PATH EDGEFT_RUNTIME_CACHE=/cache

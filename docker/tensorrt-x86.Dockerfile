@@ -6,8 +6,12 @@
 #   docker run --rm --gpus all -v edgeft-cache:/cache my-model predict /bundle "turn on the lights"
 FROM nvcr.io/nvidia/tensorrt:24.12-py3
 COPY . /bundle
-# --system-site-packages: the image's TensorRT Python bindings are used as they are
-RUN python3 -m venv --system-site-packages /opt/edgeft \
+# python3-venv is not in the image; --system-site-packages: the image's TensorRT Python bindings are used as they are
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends python3-venv python3-pip \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv --system-site-packages /opt/edgeft \
+ && /opt/edgeft/bin/python -c "import tensorrt; print('TensorRT', tensorrt.__version__)" \
  && /opt/edgeft/bin/pip install --no-cache-dir --no-index --find-links /bundle/runtime --no-deps --require-hashes -r /bundle/runtime/requirements.txt \
  && /opt/edgeft/bin/pip install --no-cache-dir -r /bundle/runtime/dependencies.txt
 ENV PATH=/opt/edgeft/bin:$PATH EDGEFT_RUNTIME_CACHE=/cache

@@ -108,11 +108,14 @@ class Console:
 
 
 class _Bar:
-    """A rich progress bar with ETA on a terminal; a start and an end line elsewhere."""
+    """A rich progress bar with ETA on a terminal; elsewhere a start line, a line every ``EVERY_S`` seconds
+    while it moves (CI logs of long work are not silent for minutes), and an end line."""
+
+    EVERY_S = 30.0
 
     def __init__(self, console: Console, description: str, total: int | None):
         self.console, self.description, self.total, self.done = console, description, total, 0
-        self.t0 = time.monotonic()
+        self.t0 = self._said = time.monotonic()
         self._rich = None
         if console.out.isatty():
             from rich.console import Console as RichConsole
@@ -135,6 +138,10 @@ class _Bar:
         if self._rich is not None:
             self._rich.update(self._task, completed=done, total=self.total,
                               description=f"{self.description}{f' ({note})' if note else ''}")
+        elif time.monotonic() - self._said >= self.EVERY_S:
+            self._said = time.monotonic()
+            self.console.line(f"  {self.description}: {done}/{self.total if self.total is not None else '?'} after "
+                              f"{format_seconds(self._said - self.t0)}{f' ({note})' if note else ''}")
         if note and self.console._log is not None:
             self.console.detail(f"{self.description}: {done}/{self.total} {note}")
 

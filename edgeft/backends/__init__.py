@@ -12,6 +12,7 @@ from edgeft.errors import TargetError
 REGISTRY: dict[str, str] = {
     "onnxruntime-cpu": "edgeft.backends.onnxruntime_cpu:OnnxRuntimeCPU",
     "tensorrt": "edgeft.backends.tensorrt:TensorRT",
+    "openvino-cpu": "edgeft.backends.openvino_cpu:OpenVINOCPU",
 }
 
 __all__ = ["Backend", "Capabilities", "REGISTRY", "backend_class", "get_backend"]

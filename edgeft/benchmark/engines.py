@@ -78,9 +78,20 @@ class _Calibration:
 
 def build_peer(name: str, fp32_onnx: Path, calibration: Path | None, dest: Path) -> Path:
     """Quantize the FP32 export as ``name`` into ``dest/model.onnx`` (the tokenizer and config copied next to it)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    import os
 
     dest.mkdir(parents=True, exist_ok=True)
+    here = os.getcwd()
+    os.chdir(dest)                 # ORT's shape inference drops scratch files into the current folder
+    try:
+        return _build_peer(name, fp32_onnx.resolve(), calibration.resolve() if calibration else None, dest.resolve())
+    finally:
+        os.chdir(here)
+
+
+def _build_peer(name: str, fp32_onnx: Path, calibration: Path | None, dest: Path) -> Path:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
     out = dest / "model.onnx"
     if name in ("ort-dynamic", "ort-dynamic-per-channel"):
         quantize_dynamic(str(fp32_onnx), str(out), weight_type=QuantType.QInt8, per_channel=name.endswith("per-channel"))
@@ -98,8 +109,8 @@ def build_peer(name: str, fp32_onnx: Path, calibration: Path | None, dest: Path)
     return out
 
 
-def run_engines(ctx, target: str | None, wanted: list[str] | None, work: Path, log=print):
-    """The target's spec (the run's first when None), its engines' specs, and notes on engines left out."""
+def target_spec(ctx, target: str | None):
+    """The run's target named ``target`` (a name or the YAML path it was given), or its first."""
     from edgeft.targets import load_target
 
     specs = {load_target(t).name: load_target(t) for t in ctx.config.targets}
@@ -107,14 +118,27 @@ def run_engines(ctx, target: str | None, wanted: list[str] | None, work: Path, l
     if name not in specs:
         raise EdgeftError(f"--target {target}: this run has no engine for it (its targets: {', '.join(specs)})",
                           fix="pass one of the run's targets")
-    spec, facts = specs[name], ctx.facts()
-    why = available(facts.modality)
+    return specs[name]
+
+
+def chosen_engines(spec, wanted: list[str] | None) -> list[str]:
+    """``--engines`` resolved (``edgeft`` = the target's engine), in order, each once; refused when unknown."""
     own = f"edgeft-{spec.precision}"
     names = [own, "edgeft-fp32-reference", *PEERS]
-    chosen = names if not wanted else [own if w == "edgeft" else w for w in wanted]
+    if wanted is not None and not wanted:
+        raise EdgeftError("--engines is empty", fix=f"pick from {', '.join(names)} (comma-separated), or drop --engines")
+    chosen = list(dict.fromkeys(names if not wanted else [own if w == "edgeft" else w for w in wanted]))
     unknown = [w for w in chosen if w not in names]
     if unknown:
         raise EdgeftError(f"--engines: unknown engine {unknown[0]!r}", fix=f"pick from {', '.join(names)}")
+    return chosen
+
+
+def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
+    """The engine specs of ``chosen`` for ``spec``'s target (peers built into ``work``), and notes on engines left out."""
+    facts = ctx.facts()
+    why = available(facts.modality)
+    own = f"edgeft-{spec.precision}"
     notes, engines = [], []
     limits = _limits(spec, facts.modality)
     export_fp32 = ctx.require("export.fp32_onnx")
@@ -148,7 +172,9 @@ def run_engines(ctx, target: str | None, wanted: list[str] | None, work: Path, l
         elif n.startswith("openvino-"):
             src = ctx.require("export.int8_onnx") if n.endswith("int8") else export_fp32
             engines.append(EngineSpec(n, "openvino", str(src), str(src.parent), src.stat().st_size, peer_limits,
-                                      note=f"OpenVINO CPU reading the {'Q/DQ' if n.endswith('int8') else 'FP32'} ONNX"))
+                                      note=f"OpenVINO CPU reading the {'Q/DQ' if n.endswith('int8') else 'FP32'} ONNX; "
+                                           "float layers in OpenVINO's default precision for this CPU (BF16 where "
+                                           "the CPU has it)"))
         elif n == "torch-fp32":
             base = ctx.require("finetune.baseline")
             size = sum(p.stat().st_size for p in base.glob("*.safetensors")) or None
@@ -157,4 +183,4 @@ def run_engines(ctx, target: str | None, wanted: list[str] | None, work: Path, l
                                       extra={"adapter": "edgeft.benchmark.torch_engine:session"}))
     if not engines:
         raise EdgeftError("no engine to benchmark here: " + "; ".join(notes), fix="pick engines that run on this host")
-    return spec, engines, notes
+    return engines, notes

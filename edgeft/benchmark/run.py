@@ -51,7 +51,7 @@ def _read_data(path: Path, labels: list[str], modality: str) -> tuple[list, list
     """--data: inputs and label indices (labels must be the run's)."""
     from edgeft_runtime.bundle import read_inputs_file
 
-    inputs = read_inputs_file(path, modality)
+    inputs = read_inputs_file(path, modality, flag="--data")
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
     else:
@@ -68,21 +68,18 @@ def _read_data(path: Path, labels: list[str], modality: str) -> tuple[list, list
 
 
 def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
-    from edgeft.benchmark.engines import run_engines
+    """Every input checked first (target, engines, sweep, --data, --out), then peers built, then the timing."""
+    import shutil
+
+    from edgeft.benchmark.engines import chosen_engines, run_engines, target_spec
+    from edgeft.console import CONSOLE
     from edgeft.data.loading import read_split
     from edgeft.pipeline import log
-    from edgeft.targets import load_target
-    from edgeft_runtime.bench import accuracy, add_trtexec, check_limits, document, write_outputs
+    from edgeft_runtime.bench import accuracy, add_trtexec, check_limits, check_threads, document, prepare_out
     from edgeft_runtime.fileio import read_json
 
-    out = Path(opts.out or ctx.run_dir / "bench").resolve()
-    work = out / ".work"
-    from edgeft.console import CONSOLE
-
-    out.mkdir(parents=True, exist_ok=True)
-    with CONSOLE.capture(out / "bench.log"):        # the quantizers' warnings go to the log, not the table
-        spec, engines, notes = run_engines(ctx, opts.target, opts.engines, work, log=(lambda m: None) if opts.quiet else log)
-    facts = ctx.facts()
+    spec, facts = target_spec(ctx, opts.target), ctx.facts()
+    chosen = chosen_engines(spec, opts.engines)
     opt = next(iter(spec.latency_shape.values()))
     image_size = None
     if facts.modality == "image":
@@ -90,24 +87,34 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
         image_size = read_json(d / "preprocessor.json")["image_size"]
     settings = _settings(opts, {"batch": [opt[0]], "seq": [None] if image_size else [opt[1]], "threads": [0]},
                          facts.modality, image_size, ctx.config.train.max_length)
-    check_limits(engines, settings.sweep)
-    results, warnings = _progress_measure(engines, settings, opts.quiet)
-    acc = []
-    if opts.accuracy and facts.task == "classification":
-        if opts.data:                # agreement with the FP32 reference engine (or ORT FP32) at the smallest batch
-            inputs, labels = _read_data(opts.data, facts.labels, facts.modality)
-            baseline = None
-        else:
-            test = read_split(ctx.require("finetune.splits"), "test")
-            inputs, labels = [e.text for e in test], [facts.labels.index(e.label) for e in test]
-            baseline = np.load(ctx.require("finetune.baseline_test_logits"))
-        if not opts.quiet:
-            log(f"bench: accuracy per batch size over {len(inputs)} inputs")
-        names = [e.name for e in engines]
-        acc = accuracy(engines, settings, inputs, labels, baseline,
-                       reference=next((n for n in ("edgeft-fp32-reference", "ort-fp32") if n in names), None))
-    out.mkdir(parents=True, exist_ok=True)
-    notes += add_trtexec(results, engines, out, image_size)
+    if opts.data and not opts.accuracy:
+        raise EdgeftError("--data is for the accuracy pass, which --no-accuracy turns off", fix="drop one of them")
+    data = _read_data(opts.data, facts.labels, facts.modality) if opts.data and facts.task == "classification" else None
+    out = prepare_out(Path(opts.out or ctx.run_dir / "bench"), [(ctx.run_dir, "bench")])
+    work = out / ".work"
+    try:
+        with CONSOLE.capture(out / "bench.log"):        # the quantizers' warnings go to the log, not the table
+            engines, notes = run_engines(ctx, spec, chosen, work, log=(lambda m: None) if opts.quiet else log)
+        check_limits(engines, settings.sweep)
+        results, warnings = _progress_measure(engines, settings, opts.quiet)
+        warnings = check_threads(settings.sweep) + warnings
+        acc = []
+        if opts.accuracy and facts.task == "classification":
+            if data is not None:     # agreement with the FP32 reference engine (or ORT FP32) at the smallest batch
+                (inputs, labels), baseline = data, None
+            else:
+                test = read_split(ctx.require("finetune.splits"), "test")
+                inputs, labels = [e.text for e in test], [facts.labels.index(e.label) for e in test]
+                baseline = np.load(ctx.require("finetune.baseline_test_logits"))
+            if not opts.quiet:
+                log(f"bench: accuracy per batch size over {len(inputs)} inputs")
+            names = [e.name for e in engines]
+            acc = accuracy(engines, settings, inputs, labels, baseline,
+                           reference=next((n for n in ("edgeft-fp32-reference", "ort-fp32") if n in names), None))
+        notes += add_trtexec(results, engines, out, image_size)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     doc = document(engines, settings, results, warnings, acc, notes=notes, source=
                    {"kind": "run", "name": ctx.run_dir.name, "target": spec.name, "run_manifest_sha256": _manifest_sha(ctx)})
     return doc, _finish(doc, out, work, opts)
@@ -121,7 +128,7 @@ def _manifest_sha(ctx) -> str:
 
 def bench_bundle(source: Path, opts: BenchOptions) -> tuple[dict, Path]:
     from edgeft_runtime import Bundle
-    from edgeft_runtime.bench import accuracy, add_trtexec, bundle_engines, check_limits, document
+    from edgeft_runtime.bench import accuracy, add_trtexec, bundle_engines, check_limits, check_threads, document, prepare_out
 
     with Bundle.open(source) as bundle:
         m = bundle.meta
@@ -134,15 +141,16 @@ def bench_bundle(source: Path, opts: BenchOptions) -> tuple[dict, Path]:
                              m["modality"], opt[-1] if image else None, m["preprocessing"].get("max_length"))
         engines = bundle_engines(bundle)
         check_limits(engines, settings.sweep)
+        root = source.resolve() if source.is_dir() else bundle.root
+        out = prepare_out(Path(opts.out or Path(f"bench-{m['name']}")), [(root, "")])
         results, warnings = _progress_measure(engines, settings, opts.quiet)
+        warnings = check_threads(settings.sweep) + warnings
         acc = []
-        if opts.accuracy and m["task"] == "classification":
+        if opts.accuracy and m["task"] == "classification" and m["golden"]["count"]:
             rows = [json.loads(x) for x in (bundle.root / m["golden"]["inputs"]).read_text().splitlines() if x.strip()]
             expected = json.loads((bundle.root / m["golden"]["expected"]).read_text())
             acc = accuracy(engines, settings, bundle.golden_inputs(), [m["labels"].index(r["label"]) for r in rows],
                            np.asarray(expected["baseline_logits"]))
-        out = Path(opts.out or Path(f"bench-{m['name']}")).resolve()
-        out.mkdir(parents=True, exist_ok=True)
         notes = add_trtexec(results, engines, out, settings.image_size)
         doc = document(engines, settings, results, warnings, acc, notes=notes, source=
                        {"kind": "bundle", "name": m["name"], "version": m["version"], "target": m["target"]["name"]})
@@ -180,7 +188,7 @@ def _print_table(doc: dict) -> None:
     from rich.table import Table
 
     h = doc["host"]
-    t = Table(title=f"{doc['source'].get('name')} on {h['cpu']} [{h['isa_class']}], {h['cores']} cores "
+    t = Table(title=f"{doc['source'].get('name')} on {h['cpu'].strip()} [{h['isa_class']}], {h['cores']} cores "
                     f"(median of {doc['settings']['rounds']} rounds)")
     for col in ("engine", "batch", "seq", "threads", "p50 ms", "p99 ms", "items/s", "cold s", "RSS MB", "CV"):
         t.add_column(col, justify="left" if col == "engine" else "right")
@@ -189,7 +197,7 @@ def _print_table(doc: dict) -> None:
                   f"{r['p50_ms']:.3g}", f"{r['p99_ms']:.3g}", f"{r['throughput']:.4g}",
                   f"{r['cold_start_s']:.2f}" if r["cold_start_s"] is not None else "—",
                   f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "—",
-                  f"{r['round_cv']:.1%}" + (" ⚠" if r["warnings"] else ""))
+                  ("—" if r["round_cv"] is None else f"{r['round_cv']:.1%}") + (" ⚠" if r["warnings"] else ""))
     console().print(t)
     if doc["accuracy"]:
         a = Table(title="accuracy per batch size")
@@ -207,7 +215,8 @@ def parse_threshold(text: str) -> float:
     except ValueError:
         raise EdgeftError(f"--threshold {text!r}: not a number", fix="pass e.g. 5% or 0.05") from None
     if not 0 <= value < 10:
-        raise EdgeftError(f"--threshold {text!r}: must be between 0 and 1000%", fix="pass e.g. 5%")
+        raise EdgeftError(f"--threshold {text!r}: must be between 0 and 1000% (a fraction: 0.05, or a percentage: 5%)",
+                          fix="pass e.g. 5%")
     return value
 
 
@@ -222,6 +231,13 @@ def compare_files(old: Path, new: Path, threshold: str, as_json: bool) -> None:
     if not rows:
         raise EdgeftError(f"{old} and {new} share no engine × point", fix="compare two runs of the same sweep")
     notes = []
+    key = lambda r: (r["engine"], r["batch"], r["seq"], r["threads"])  # noqa: E731
+    only = ({key(r) for r in a["results"]} ^ {key(r) for r in b["results"]})
+    if only:
+        notes.append(f"{len(only)} engine × point(s) are in only one of the files and were not compared")
+    few = min(a["settings"].get("rounds", 0), b["settings"].get("rounds", 0))
+    if few < 3:
+        notes.append(f"a run with {few} round(s): the interval is wide and only large slowdowns can show")
     if a["host"].get("cpu") != b["host"].get("cpu") or a["host"].get("cores") != b["host"].get("cores"):
         notes.append(f"the runs are from different hosts ({a['host'].get('cpu')} vs {b['host'].get('cpu')}): "
                      "the comparison measures the hosts too")
@@ -238,6 +254,6 @@ def compare_files(old: Path, new: Path, threshold: str, as_json: bool) -> None:
             click.echo(f"note: {n}", err=True)
     bad = [r for r in rows if r["regressed"]]
     if bad:
-        raise GateFailed(f"{len(bad)} engine × point(s) slower than {old.name} beyond noise and the {thr:.0%} threshold: "
+        raise GateFailed(f"{len(bad)} engine × point(s) of {new} slower than in {old} beyond noise and the {thr:.0%} threshold: "
                          + ", ".join(f"{r['engine']} b{r['batch']} s{r['seq']} ({r['ratio']:.2f}×)" for r in bad[:5]),
                          fix="find what changed (engine, host load, versions in bench.json), or raise --threshold")

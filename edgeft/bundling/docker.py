@@ -8,7 +8,7 @@ JETSON_ISAS = ("sm_72", "sm_87")          # Xavier, Orin: integrated GPUs on L4T
 
 
 def dockerfile_for(spec) -> str:
-    if spec.backend == "onnxruntime-cpu":
+    if spec.backend in ("onnxruntime-cpu", "openvino-cpu"):          # a slim Python image; the runtime's deps differ
         return "onnxruntime-cpu.Dockerfile"
     if spec.backend == "tensorrt":
         return "tensorrt-jetson.Dockerfile" if spec.device.isa in JETSON_ISAS else "tensorrt-x86.Dockerfile"

@@ -21,7 +21,8 @@ PYTHON=${{PYTHON:-python3}}
 "$VENV/bin/pip" install --no-index --find-links "$HERE/runtime" --no-deps --require-hashes -r "$HERE/runtime/requirements.txt"
 "$VENV/bin/pip" install -r "$HERE/runtime/dependencies.txt"
 "$VENV/bin/edgeft-runtime" check "$HERE"
-echo "installed: $VENV/bin/edgeft-runtime (try: $VENV/bin/edgeft-runtime predict $HERE {example})"
+echo "installed: $VENV/bin/edgeft-runtime"
+echo "try: \"$VENV/bin/edgeft-runtime\" predict \"$HERE\" {example}"
 """
 
 README = """# {name}
@@ -42,7 +43,7 @@ or by hand:
     ../{name}.venv/bin/edgeft-runtime check .        # checksums, then the golden set: exit 0 = same engine
     ../{name}.venv/bin/edgeft-runtime info .
     ../{name}.venv/bin/edgeft-runtime predict . {example}
-    ../{name}.venv/bin/edgeft-runtime bench .
+    ../{name}.venv/bin/edgeft-runtime bench . --out ../{name}-bench     # outputs go outside the bundle
 
 `bundle.json` lists every file with its sha256; every command refuses the bundle when a file was changed,
 removed or added. With a signature (`bundle.sig`), pass `--public-key KEY.pem` to refuse it unless it verifies.
@@ -66,7 +67,7 @@ def write_runtime_files(work: Path, wheel: Path, deps: list[str], spec, name: st
                                           + "".join(d + "\n" for d in deps))
     sh = work / "install.sh"
     example = "photo.jpg" if (work / "engine/preprocessor.json").is_file() else '"turn on the kitchen lights"'
-    sh.write_text(INSTALL_SH.format(example=example))
+    sh.write_text(INSTALL_SH.format(example=example.replace('"', "'")))      # inside the echo's double quotes
     os.chmod(sh, 0o755)
     (work / "README.md").write_text(README.format(
         name=name, backend=spec.backend, precision=spec.precision, target=spec.name, python=edgeft_runtime.REQUIRES_PYTHON,

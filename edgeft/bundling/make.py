@@ -66,7 +66,7 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
     if unknown:
         raise EdgeftError(f"--target {unknown[0]}: this run has no engine for it (its targets: {', '.join(specs)})",
                           fix="pass one of the run's targets, or compile and verify for it first")
-    targets = [t if t in specs else Path(t).stem for t in wanted]
+    targets = list(dict.fromkeys(t if t in specs else Path(t).stem for t in wanted))
     engines = {e["target"]: e for e in report["engines"] if e["role"] == "engine"}
     for t in targets:
         row = engines.get(t)
@@ -77,11 +77,15 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
             raise GateFailed(f"{t} failed verification ({'; '.join(failed)}): it is not packaged",
                              fix="fix the engine (see report.md), or pass --allow-failed to package it anyway "
                                  "(bundle.json and every device command then say it failed)")
-    out = Path(opts.out or ctx.run_dir / "bundles").resolve()
-    if out.exists() and not out.is_dir():
-        raise EdgeftError(f"--out {out} is a file", fix="pass --out a folder")
+    if opts.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", opts.name):
+        raise EdgeftError(f"--name {opts.name!r}: a bundle name is letters, digits, . _ - (it names a folder and an archive)",
+                          fix="pass e.g. --name voice-intents")
+    if opts.version is not None and not opts.version.strip():
+        raise EdgeftError("--version is empty", fix="pass e.g. --version 1.2.0, or drop it for the default")
+    from edgeft_runtime.bench import prepare_out
+
+    out = prepare_out(Path(opts.out or ctx.run_dir / "bundles"), [(ctx.run_dir, "bundles")])
     private = opts.sign_key and _load_key(opts.sign_key)      # a bad key fails before any work
-    out.mkdir(parents=True, exist_ok=True)
     made = []
     for t in targets:
         spec = specs[t]
@@ -111,6 +115,18 @@ def _replaceable(folder: Path) -> bool:
     return all(p.relative_to(folder).as_posix() in listed for p in folder.rglob("*") if p.is_file())
 
 
+def _our_archive(archive: Path, name: str) -> bool:
+    """A .tar.gz edgeft wrote for this bundle name: one top folder ``name`` with its bundle.json."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            names = tar.getnames()
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return bool(names) and all(n == name or n.startswith(name + "/") for n in names) and f"{name}/bundle.json" in names
+
+
 def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: Path, name: str, private, log) -> Path:
     import edgeft_runtime
     from edgeft import __version__
@@ -120,7 +136,7 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
     from edgeft.data.loading import read_split
 
     final, archive = out / name, out / f"{name}.tar.gz"
-    if not _replaceable(final) or (archive.exists() and not final.exists()):
+    if not _replaceable(final) or (archive.exists() and not _our_archive(archive, name)):
         raise EdgeftError(f"{final if final.exists() else archive} exists and is not a bundle edgeft wrote there",
                           fix="move it away, or pass --out another folder")
     work = out / f".{name}.tmp"
@@ -164,8 +180,8 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
 
         wheel = build_runtime_wheel(work / "runtime")
         deps = list(edgeft_runtime.REQUIRES) + (edgeft_runtime.EXTRAS["image"] if facts.modality == "image" else [])
-        if spec.backend == "tensorrt":
-            deps += edgeft_runtime.EXTRAS["tensorrt"]
+        if spec.backend in ("tensorrt", "openvino-cpu"):
+            deps += edgeft_runtime.EXTRAS[spec.backend.split("-")[0]]
         install.write_runtime_files(work, wheel, deps, spec, name)
         if opts.docker:
             docker.write_dockerfile(work, spec, name)
@@ -185,8 +201,7 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
                        if spec.backend == "onnxruntime-cpu" else {}},
             "reference": reference,
             "modality": facts.modality, "task": facts.task,
-            "inputs": _input_specs(engine_src / meta_engine["file"] if not meta_engine.get("deferred") else engine_src / "model.onnx",
-                                   spec, facts.modality, work / "engine"),
+            "inputs": _input_specs(ref_onnx, spec, facts.modality, work / "engine"),
             "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(facts.labels)]}],
             "preprocessing": ({"type": "image", "file": "engine/preprocessor.json"} if facts.modality == "image" else
                               {"type": "tokenizer", "file": "engine/tokenizer.json", "max_length": ctx.config.train.max_length}),

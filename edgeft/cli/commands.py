@@ -263,8 +263,8 @@ def _open_recorded(run_dir: Path):
 @click.option("--docker", is_flag=True, help="Also write the target's Dockerfile into the bundle (it is the build context).")
 @click.option("--allow-failed", is_flag=True, help="Package a target whose engine failed a verification gate; the "
               "bundle and every device command say so.")
-@click.option("--golden", type=click.IntRange(0, 100000), default=64, show_default=True,
-              help="Test-split inputs in the golden set.")
+@click.option("--golden", type=click.IntRange(1, 100000), default=64, show_default=True,
+              help="Test-split inputs in the golden set (all of them when the split is smaller).")
 @click.option("--with-reference", is_flag=True, help="Also bundle the FP32 reference engine (for `edgeft-runtime "
               "bench` to compare against on the device).")
 @click.option("--name", help="Bundle name [default: <run dir name>-<target>].")
@@ -328,7 +328,7 @@ def bench_run(source: Path, sweep: tuple[str, ...], engines: str | None, target:
               as_json: bool) -> None:
     from edgeft.benchmark.run import BenchOptions, bench_bundle, bench_run_dir
 
-    opts = BenchOptions(sweep=list(sweep), engines=[e.strip() for e in engines.split(",") if e.strip()] if engines else None,
+    opts = BenchOptions(sweep=list(sweep), engines=[e.strip() for e in engines.split(",") if e.strip()] if engines is not None else None,
                         target=target, data=data, accuracy=not no_accuracy, rounds=rounds, duration=duration,
                         warmup=warmup, cv_warn=cv_warn, out=out, quiet=as_json)
     is_bundle = source.is_file() or (source / "bundle.json").is_file()

@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 # The distribution's requirements, also written into runtime/pyproject.toml (a test keeps them equal) and
 # into the wheel edgeft package builds for a bundle.
 REQUIRES = ["numpy>=1.26", "onnxruntime>=1.20", "tokenizers>=0.20"]
-EXTRAS = {"image": ["pillow>=10"], "sign": ["cryptography>=42"], "tensorrt": ["polygraphy>=0.49"]}
+EXTRAS = {"image": ["pillow>=10"], "sign": ["cryptography>=42"], "tensorrt": ["polygraphy>=0.49"],
+          "openvino": ["openvino>=2025.0"]}
 REQUIRES_PYTHON = ">=3.10"
 
 __all__ = ["Bundle", "__version__"]

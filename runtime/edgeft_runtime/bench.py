@@ -91,6 +91,38 @@ def check_limits(engines: list[EngineSpec], sweep: dict[str, list[int]]) -> None
                                   fix=f"sweep {key} within {lo}..{hi} (the target's input_shapes min/max)")
 
 
+def check_threads(sweep: dict[str, list[int]]) -> list[str]:
+    """More intra-op threads than cores measures contention, not the engine: say so next to the numbers."""
+    cores = os.cpu_count() or 1
+    over = [t for t in sweep.get("threads") or [] if t and t > cores]
+    return [f"--sweep threads={','.join(map(str, over))}: more threads than this host's {cores} cores; those points "
+            "measure the threads competing for cores"] if over else []
+
+
+def prepare_out(out: Path, inside: list[tuple[Path, str]] = ()) -> Path:
+    """``out`` created and writable before any measuring; refused inside any of ``inside`` (a run directory or a
+    bundle, whose files edgeft checks and which must not gain files it did not write)."""
+    out = Path(out).resolve()
+    for root, allowed in inside:
+        root = Path(root).resolve()
+        if out == root or root in out.parents:
+            rel = out.relative_to(root).parts
+            if not (allowed and rel and rel[0] == allowed):
+                where = f"{root}/{allowed}" if allowed else "a folder outside it"
+                raise EdgeftError(f"--out {out} is inside {root}, which holds only what edgeft wrote there",
+                                  fix=f"pass --out {where}")
+    if out.exists() and not out.is_dir():
+        raise EdgeftError(f"--out {out} is a file", fix="pass --out a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".edgeft-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise EdgeftError(f"--out {out} cannot be written ({e.strerror or e})", fix="pass --out a folder you can write") from None
+    return out
+
+
 def host_facts() -> dict:
     """CPU model, ISA flags and class, cores, governor; on Jetson the power mode and temperatures."""
     import platform
@@ -186,7 +218,7 @@ def measure(engines: list[EngineSpec], s: BenchSettings, progress: Callable[[str
     for (name, batch, seq, threads), runs in samples.items():
         med = {k: float(np.median([x[k] for x in runs])) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "load_s")}
         p50s = [x["p50_ms"] for x in runs]
-        cv = float(np.std(p50s) / np.mean(p50s)) if len(p50s) > 1 and np.mean(p50s) > 0 else 0.0
+        cv = float(np.std(p50s) / np.mean(p50s)) if len(p50s) > 1 and np.mean(p50s) > 0 else None   # one round: unknown
         colds = [x["cold_start_s"] for x in runs if x.get("cold_start_s") is not None]
         rss = [x["peak_rss_mb"] for x in runs if x.get("peak_rss_mb") is not None]
         gpu = [x["gpu_memory_mb"] for x in runs if x.get("gpu_memory_mb") is not None]
@@ -198,7 +230,7 @@ def measure(engines: list[EngineSpec], s: BenchSettings, progress: Callable[[str
                "rounds_p50_ms": p50s, "round_cv": cv, "warnings": []}
         if "runtime_precisions" in runs[0]:
             rec["runtime_precisions"] = runs[0]["runtime_precisions"]
-        if cv > s.cv_warn:
+        if cv is not None and cv > s.cv_warn:
             msg = (f"{name} batch {batch} seq {seq} threads {threads}: p50 varies {cv:.1%} between rounds (over "
                    f"{s.cv_warn:.0%}): the host was busy or throttling; close other work, fix the CPU governor, "
                    "or add --rounds")
@@ -285,7 +317,8 @@ def render_markdown(doc: dict) -> str:
             lines.append(f"| {b} | {_fmt(sq)} | {t if t else 'default'} | {r['engine']} | {_fmt(r['p50_ms'])} | {_fmt(r['p90_ms'])} | "
                          f"{_fmt(r['p99_ms'])} | {_fmt(r['throughput'])} | {r['p50_ms'] / first:.2f} | {_fmt(r['load_s'])} | "
                          f"{_fmt(r['cold_start_s'])} | {_fmt(r['peak_rss_mb'])} | "
-                         f"{_fmt(r['file_bytes'] / 1e6 if r['file_bytes'] else None)} | {r['round_cv']:.1%}{' ⚠' if r['warnings'] else ''} |")
+                         f"{_fmt(r['file_bytes'] / 1e6 if r['file_bytes'] else None)} | "
+                         f"{'—' if r['round_cv'] is None else format(r['round_cv'], '.1%')}{' ⚠' if r['warnings'] else ''} |")
     if doc["accuracy"]:
         lines += ["", "## Accuracy per batch size (each batch padded to its longest input)", "",
                   "| engine | batch | accuracy | top-1 agreement with FP32 | examples |", "|---|---|---|---|---|"]
@@ -414,6 +447,8 @@ def compare(old: dict, new: dict, threshold: float = 0.05, resamples: int = 2000
         if o is None:
             continue
         a, b = np.asarray(o["rounds_p50_ms"], float), np.asarray(r["rounds_p50_ms"], float)
+        if np.median(a) <= 0 or np.median(b) <= 0:       # a timer that read zero: nothing to compare
+            continue
         ratio = float(np.median(b) / np.median(a))
         boot = np.median(rng.choice(b, (resamples, len(b))), 1) / np.median(rng.choice(a, (resamples, len(a))), 1)
         lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
@@ -440,15 +475,30 @@ def load_bench(path: Path) -> dict:
 
 # the device command ---------------------------------------------------------------------------------------
 
+def _at_least(lo: float, kind=float):
+    import argparse
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{text} is below {lo}")
+        return v
+    return parse
+
+
 def add_arguments(p) -> None:
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="batch=..., seq=..., threads=... (a grid); default: the bundle's opt shape")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=1.0, help="seconds timed per measurement (at least 10 runs)")
-    p.add_argument("--warmup", type=float, default=0.3, help="seconds of warm-up per measurement")
-    p.add_argument("--cv-warn", type=float, default=0.05, help="warn when round p50s vary more than this")
+    p.add_argument("--rounds", type=_at_least(1, int), default=3)
+    p.add_argument("--duration", type=_at_least(0), default=1.0, help="seconds timed per measurement (at least 10 runs)")
+    p.add_argument("--warmup", type=_at_least(0), default=0.3, help="seconds of warm-up per measurement")
+    p.add_argument("--cv-warn", type=_at_least(0), default=0.05, help="warn when round p50s vary more than this")
     p.add_argument("--no-accuracy", action="store_true", help="skip accuracy per batch size on the golden set")
-    p.add_argument("--out", type=Path, default=None, help="folder for bench.json/.md/.csv (default: ./bench-<bundle>)")
+    p.add_argument("--out", type=Path, default=None, help="folder for bench.json/.md/.csv (default: ./bench-<bundle>; "
+                   "never inside the bundle)")
     p.add_argument("--json", action="store_true", help="print bench.json only")
 
 
@@ -492,17 +542,17 @@ def run_cli(bundle, args) -> int:
                              image_size=m["inputs"][0]["opt"][-1] if image else None)
     engines = bundle_engines(bundle)
     check_limits(engines, sweep)
+    out = prepare_out(Path(args.out or f"bench-{m['name']}"), [(bundle.root, "")])
     say = (lambda msg, done, total: print(f"[{done}/{total}] {msg}" if total else msg, file=sys.stderr, flush=True))
     results, warnings = measure(engines, settings, None if args.json else say)
+    warnings = check_threads(sweep) + warnings
     acc = []
-    if not args.no_accuracy and m["task"] == "classification":
+    if not args.no_accuracy and m["task"] == "classification" and m["golden"]["count"]:
         rows = [json.loads(x) for x in (bundle.root / m["golden"]["inputs"]).read_text(encoding="utf-8").splitlines() if x.strip()]
         expected = json.loads((bundle.root / m["golden"]["expected"]).read_text())
         labels = [m["labels"].index(r["label"]) if r.get("label") in m["labels"] else -1 for r in rows]
         acc = accuracy(engines, settings, bundle.golden_inputs(), labels,
                        np.asarray(expected["baseline_logits"]) if expected.get("baseline_logits") else None)
-    out = Path(args.out or f"bench-{m['name']}")
-    out.mkdir(parents=True, exist_ok=True)
     notes = add_trtexec(results, engines, out, settings.image_size)
     doc = document(engines, settings, results, warnings, acc,
                    {"kind": "bundle", "name": m["name"], "version": m["version"], "target": m["target"]["name"]}, notes)
@@ -520,14 +570,14 @@ def run_cli(bundle, args) -> int:
 
 # TensorRT: trtexec on the same engine ---------------------------------------------------------------------
 
-TRTEXEC_INTERVALS = {"inMs": "h2d_ms", "computeMs": "compute_ms", "outMs": "d2h_ms", "latencyMs": "latency_ms",
-                     "endToEndMs": "end_to_end_ms"}
+TRTEXEC_INTERVALS = {"h2dMs": "h2d_ms", "computeMs": "compute_ms", "d2hMs": "d2h_ms", "latencyMs": "latency_ms"}
 
 
 def parse_export_times(trace: list) -> dict:
-    """Medians of the per-iteration intervals in trtexec's ``--exportTimes`` JSON (the fields NVIDIA's
-    samples/trtexec/tracer.py reads: inMs, computeMs, outMs, latencyMs, endToEndMs): host->device copy,
-    compute (CUDA events around the enqueue), device->host copy, and their sum."""
+    """Medians of the per-iteration intervals in trtexec's ``--exportTimes`` JSON (TensorRT 10's
+    ``exportJSONTrace`` in samples/common/sampleReporting.cpp: h2dMs, computeMs, d2hMs, latencyMs, and the
+    timestamps startH2dMs ... endD2hMs): host->device copy, compute (CUDA events around the enqueue),
+    device->host copy, their sum, and end to end (first copy in to last copy out, as trtexec reports it)."""
     rows = [r for r in trace if isinstance(r, dict) and "computeMs" in r]
     if not rows:
         raise ValueError("no iterations with computeMs in the exportTimes trace")
@@ -535,8 +585,9 @@ def parse_export_times(trace: list) -> dict:
     for src, dst in TRTEXEC_INTERVALS.items():
         vals = [float(r[src]) for r in rows if src in r]
         out[dst] = float(np.median(vals)) if vals else None
-    comp = [float(r["computeMs"]) for r in rows]
-    out["compute_p99_ms"] = float(np.percentile(comp, 99))
+    ends = [float(r["endD2hMs"]) - float(r["startH2dMs"]) for r in rows if "endD2hMs" in r and "startH2dMs" in r]
+    out["end_to_end_ms"] = float(np.median(ends)) if ends else None
+    out["compute_p99_ms"] = float(np.percentile([float(r["computeMs"]) for r in rows], 99))
     return out
 
 

@@ -97,12 +97,19 @@ def random_feeds(input_names, batch: int, seq: int | None, image_size: int | Non
 
 
 def peak_rss_mb() -> float | None:
+    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec; ru_maxrss does not (it
+    keeps the forking parent's size, so every worker of a large parent would report the parent's)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024          # kB
     try:
         import resource
     except ImportError:                       # Windows
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024      # bytes on macOS, KiB on Linux
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024      # bytes on macOS, KiB elsewhere
 
 
 def gpu_memory_mb() -> float | None:

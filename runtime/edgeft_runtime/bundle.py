@@ -35,7 +35,12 @@ def check_members(tar: tarfile.TarFile, archive: Path) -> str:
     """The archive's one top folder, after refusing any member that could write outside it or is not a plain
     file or folder (symlinks, hard links, devices, fifos)."""
     tops = set()
-    for m in tar.getmembers():
+    try:
+        members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise BundleError(f"{archive} is damaged or cut short ({e or type(e).__name__})",
+                          fix="get the bundle again from its source (compare its sha256)") from None
+    for m in members:
         safe_relpath(m.name.rstrip("/"), f"{archive}: archive member")
         if not (m.isfile() or m.isdir()):
             kind = ("a symlink" if m.issym() else "a hard link" if m.islnk() else "a device" if m.isdev()
@@ -88,6 +93,21 @@ def check_files(root: Path, meta: dict) -> None:
         if p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
             raise BundleError(f"{root}: {rel} was changed (its sha256 differs from the one bundle.json records): "
                               "the bundle was damaged or tampered with", fix="do not install this bundle; get it again from its source")
+
+
+def check_consistent(root: Path, meta: dict) -> None:
+    """bundle.json's labels are the engine's (``engine/labels.json``, covered by the checksums) and the golden
+    set's: a relabelled bundle.json would otherwise pass every checksum and predict the wrong names."""
+    engine_labels = root / meta["engine"]["dir"] / "labels.json"
+    golden = root / meta["golden"]["expected"]
+    for path in (engine_labels, golden):
+        if not path.is_file():
+            continue
+        data = read_json(path)
+        labels = data if isinstance(data, list) else data.get("labels")
+        if labels is not None and labels != meta["labels"]:
+            raise BundleError(f"{root}: bundle.json's labels differ from {path.relative_to(root)} (the engine's own): "
+                              "bundle.json was edited", fix="do not install this bundle; get it again from its source")
 
 
 def load_meta(root: Path) -> dict:
@@ -174,6 +194,13 @@ class Bundle:
                 signer = signing.verify(root, signing.load_public_key(Path(public_key)))
             meta = load_meta(root)
             check_files(root, meta)
+            check_consistent(root, meta)
+        except BundleError as e:
+            if tmp is not None:
+                tmp.cleanup()
+                e.message = e.message.replace(str(root), f"{src} (member {root.name})")   # name the archive, not a temp folder
+                e.args = (e.message,)
+            raise
         except BaseException:
             if tmp is not None:
                 tmp.cleanup()
@@ -243,8 +270,8 @@ class Bundle:
         return self._session
 
     def engine_name(self) -> str:
-        s = self.session()
-        return "TensorRT" if type(s).__name__ == "TrtSession" else "ONNX Runtime CPU"
+        return {"TrtSession": "TensorRT", "OpenVINOSession": "OpenVINO CPU"}.get(type(self.session()).__name__,
+                                                                                "ONNX Runtime CPU")
 
     def preprocessor(self):
         if self._pre is None:
@@ -258,6 +285,8 @@ class Bundle:
         exactly how verify ran the test split."""
         import time
 
+        if isinstance(inputs, (str, Path)):        # one input, not a sequence of characters
+            inputs = [inputs]
         if not inputs:
             return np.zeros((0, len(self.meta["labels"])), np.float32)
         sess, pre = self.session(), self.preprocessor()
@@ -274,6 +303,8 @@ class Bundle:
     def predict(self, inputs: Sequence, top_k: int = 3) -> list[dict]:
         """One dict per input: ``label``, ``score`` (its probability) and the ``top_k`` labels with theirs."""
         labels = self.meta["labels"]
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
         if self.meta["task"] == "regression":
             return [{"input": str(x), "label": None, "score": float(row.reshape(-1)[0])}
                     for x, row in zip(inputs, self.logits(inputs))]
@@ -322,30 +353,42 @@ class Bundle:
                             engine=self.engine_name())
 
 
-def read_inputs_file(path: Path, modality: str) -> list[str]:
-    """Inputs from a CSV (a ``text`` column; ``image``/``path`` for images) or JSON Lines file (the same keys)."""
+def read_inputs_file(path: Path, modality: str, flag: str = "--file") -> list[str]:
+    """Inputs from a CSV (a ``text`` column; ``image``/``path`` for images) or JSON Lines file (one object per
+    line, the same keys). ``flag`` names the option in messages."""
     import csv
 
     path = Path(path)
     keys = ("text",) if modality == "text" else ("image", "path")
+    want = f"a .csv or .jsonl file with a `{keys[0]}` column"
     if not path.is_file():
-        raise EdgeftError(f"--file {path}: no such file", fix="pass a .csv or .jsonl file with a `text` column")
+        raise EdgeftError(f"{flag} {path}: no such file", fix=f"pass {want}")
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson", ".json")
     try:
-        if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        if jsonl:
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            header = None
         else:
             with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                rows, header = list(reader), reader.fieldnames or []
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
-        raise EdgeftError(f"--file {path} could not be read: {e}", fix="pass UTF-8 CSV with a header row, or JSON Lines") from None
-    key = next((k for k in keys if rows and isinstance(rows[0], dict) and k in rows[0]), None)
+        raise EdgeftError(f"{flag} {path} could not be read: {e}", fix=f"pass {want} (UTF-8, a header row for CSV)") from None
+    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise EdgeftError(f"{flag} {path}: line {bad} is not a JSON object", fix=f'write one object per line, e.g. {{"{keys[0]}": "..."}}')
+    columns = header if header is not None else (list(rows[0]) if rows else [])
+    key = next((k for k in keys if k in columns), None)
     if key is None:
-        found = sorted(rows[0]) if rows and isinstance(rows[0], dict) else []
-        raise EdgeftError(f"--file {path} has no {' or '.join(repr(k) for k in keys)} column (found {found})",
+        raise EdgeftError(f"{flag} {path} has no {' or '.join(repr(k) for k in keys)} column (found {sorted(columns)})",
                           fix=f"name the input column `{keys[0]}`")
-    out = [r.get(key) for r in rows]
-    if any(not isinstance(x, str) for x in out):
-        raise EdgeftError(f"--file {path}: some rows have no {key!r} value", fix="give every row a value")
+    if not rows:
+        raise EdgeftError(f"{flag} {path} has a `{key}` column but no rows", fix="add the inputs, one per row")
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r.get(key), str):
+            what = "no value" if r.get(key) is None else f"a {type(r.get(key)).__name__}, not text"
+            raise EdgeftError(f"{flag} {path}: row {i} has {what} in `{key}`", fix=f"give every row a text `{key}`")
+    out = [r[key] for r in rows]
     if modality == "image":
         out = [str((path.parent / x) if not Path(x).is_absolute() else x) for x in out]
     return out

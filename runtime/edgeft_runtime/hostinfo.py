@@ -19,8 +19,8 @@ from pathlib import Path
 # is not an AVX2 device's (other kernels), so it is reported as not measured
 HOST_TARGETS = {"avx512_vnni": "x86-avx512-int8", "avx_vnni": "x86-avx2-int8", "avx512": "x86-avx2-int8",
                 "avx2": "x86-avx2-int8", "neon": "arm64-int8"}
-REPORTED_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "neon", "asimd",
-                  "asimddp")
+REPORTED_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
+                  "neon", "asimd", "asimddp")
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ BENCH_SCHEMA: dict[str, Any] = {
                            "peak_rss_mb": _MS_OR_NULL, "gpu_memory_mb": _MS_OR_NULL,
                            "file_bytes": {"type": ["integer", "null"], "minimum": 0},
                            "rounds_p50_ms": {"type": "array", "items": _MS, "minItems": 1},
-                           "round_cv": _MS}}},
+                           "round_cv": _MS_OR_NULL}}},
         "accuracy": {"type": "array", "items": {
             "type": "object", "required": ["engine", "batch", "accuracy", "top1_agreement", "examples"],
             "properties": {"engine": {"type": "string"}, "batch": {"type": "integer", "minimum": 1},

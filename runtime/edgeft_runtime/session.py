@@ -91,7 +91,43 @@ def runtime_of(engine_dir: Path) -> str:
     return meta.get("runtime", meta["backend"])
 
 
-SESSIONS = {"onnxruntime-cpu": OrtSession, "tensorrt": TrtSession}
+class OpenVINOSession:
+    """Opens an OpenVINO IR engine (``model.xml``) on the CPU with ``engine.json``'s threads and inference
+    precision hint (``f32`` pins an FP32 reference; ``default`` is OpenVINO's choice for this CPU)."""
+
+    def __init__(self, engine_dir: Path, threads: int | None = None):
+        import openvino as ov
+
+        self.dir = Path(engine_dir)
+        self.meta = read_json(self.dir / ENGINE_JSON)
+        config = {}
+        n = self.meta.get("threads", 0) if threads is None else threads
+        if n:
+            config["INFERENCE_NUM_THREADS"] = n
+        if self.meta.get("inference_precision") == "f32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        core = ov.Core()
+        self.model = core.compile_model(core.read_model(str(self.dir / self.meta["file"])), "CPU", config)
+        self.request = self.model.create_infer_request()
+        self.input_names = [i.any_name for i in self.model.inputs]
+        self.output_names = [o.any_name for o in self.model.outputs]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        res = self.request.infer({k: feeds[k] for k in self.input_names})
+        return {name: np.asarray(v) for name, v in zip(self.output_names, res.values())}
+
+    def runtime_precisions(self, by_layer: bool = False):
+        """(layer type, runtime precision) per layer of the execution graph (or their counts)."""
+        from collections import Counter
+
+        rows = []
+        for op in self.model.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            rows.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+        return rows if by_layer else dict(Counter(p for _, p in rows))
+
+
+SESSIONS = {"onnxruntime-cpu": OrtSession, "tensorrt": TrtSession, "openvino-cpu": OpenVINOSession}
 
 
 def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
@@ -105,4 +141,4 @@ def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
                           fix="upgrade edgeft-runtime to the version the bundle was made with")
     if name == "tensorrt":
         return TrtSession(Path(engine_dir))
-    return OrtSession(Path(engine_dir), threads)
+    return SESSIONS[name](Path(engine_dir), threads)

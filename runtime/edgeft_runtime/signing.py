@@ -34,6 +34,12 @@ def _crypto():
     return serialization, ed25519, InvalidSignature
 
 
+def _unsupported():
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    return UnsupportedAlgorithm
+
+
 def _raw_public(public_key) -> bytes:
     serialization, _, _ = _crypto()
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -46,7 +52,7 @@ def load_private_key(path: Path):
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
         raise EdgeftError(f"--sign-key {path}: no such file", fix=f"make a key with `{KEYGEN}`") from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, _unsupported()) as e:
         raise EdgeftError(f"--sign-key {path} is not an unencrypted PEM private key ({e})",
                           fix=f"make an Ed25519 key with `{KEYGEN}`") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
@@ -64,14 +70,14 @@ def load_public_key(path: Path):
         raise EdgeftError(f"--public-key {path}: no such file",
                           fix="pass the public half of the key the bundle was signed with "
                               "(`openssl pkey -in signing-key.pem -pubout`)") from None
+    if b"PRIVATE KEY" in data:                # a signing key has no business on a device
+        raise EdgeftError(f"--public-key {path} is a private key: the signing key should stay where bundles are made",
+                          fix="pass its public half: `openssl pkey -in signing-key.pem -pubout -out signing-key.pub.pem`")
     try:
         key = serialization.load_pem_public_key(data)
-    except ValueError:
-        try:                                    # the private key also holds the public one
-            key = serialization.load_pem_private_key(data, password=None).public_key()
-        except (ValueError, TypeError):
-            raise EdgeftError(f"--public-key {path} is not a PEM public key",
-                              fix="pass the file `openssl pkey -in signing-key.pem -pubout` writes") from None
+    except (ValueError, _unsupported()):
+        raise EdgeftError(f"--public-key {path} is not a PEM public key",
+                          fix="pass the file `openssl pkey -in signing-key.pem -pubout` writes") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise EdgeftError(f"--public-key {path} is not an Ed25519 key", fix=f"bundles are signed with Ed25519 ({KEYGEN})")
     return key

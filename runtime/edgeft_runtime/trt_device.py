@@ -30,9 +30,17 @@ def cache_root() -> Path:
 
 
 def _load_kit_builder(kit: Path):
+    """The kit's build_engine.py as a module, without writing __pycache__ into the bundle (an added file would
+    make every later check refuse it)."""
+    import sys
+
     spec = importlib.util.spec_from_file_location("edgeft_bundle_build_engine", kit / "build_engine.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = before
     return module
 
 

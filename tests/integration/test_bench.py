@@ -45,6 +45,7 @@ def test_bench_writes_every_output_valid_against_its_schema(benched):
     jsonschema.validate(doc, BENCH_SCHEMA)
     assert doc["schema_version"] == 1 and doc["host"]["cpu"] and doc["host"]["isa_flags"]
     assert not (out / ".work").exists()
+    assert not list(Path.cwd().glob("sym_shape_infer_temp*")) and not list(Path.cwd().glob("*.data"))
 
 
 def test_bench_runs_every_named_engine_over_the_whole_grid(benched):
@@ -60,6 +61,9 @@ def test_bench_runs_every_named_engine_over_the_whole_grid(benched):
             assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and len(r["rounds_p50_ms"]) == 2
             assert r["throughput"] == pytest.approx(r["batch"] * 1000 / r["mean_ms"])
             assert r["peak_rss_mb"] > 10 and r["cold_start_s"] > 0 and r["load_s"] > 0 and r["file_bytes"] > 0
+    # each worker's own peak memory, not its parent's (the pytest process holds torch and far more)
+    rss = {r["engine"]: r["peak_rss_mb"] for r in doc["results"]}
+    assert rss["edgeft-int8"] < rss["torch-fp32"] and rss["edgeft-int8"] < 400
     rows = list(csv.DictReader(open(benched["out"] / "bench.csv")))
     assert len(rows) == len(doc["results"]) and {"engine", "batch", "seq", "threads", "p50_ms"} <= set(rows[0])
     md = (benched["out"] / "bench.md").read_text()
@@ -159,11 +163,52 @@ def test_device_bench_runs_in_the_runtime_alone(tiny_run, tmp_path):
 def test_trtexec_export_times_are_parsed_into_copy_and_compute_medians():
     from edgeft_runtime.bench import parse_export_times
 
-    trace = [{"startInMs": 0.0, "endInMs": 0.1, "startComputeMs": 0.1, "endComputeMs": 1.1, "startOutMs": 1.1,
-              "endOutMs": 1.15, "inMs": 0.1, "computeMs": 1.0 + i * 0.01, "outMs": 0.05, "latencyMs": 1.15 + i * 0.01,
-              "endToEndMs": 1.3} for i in range(11)]
+    # the fields TensorRT 10's trtexec writes (exportJSONTrace); end to end = first copy in to last copy out
+    trace = [{"startEnqMs": 0.0, "endEnqMs": 0.02, "startH2dMs": 0.0, "endH2dMs": 0.1, "startComputeMs": 0.1,
+              "endComputeMs": 1.1 + i * 0.01, "startD2hMs": 1.1 + i * 0.01, "endD2hMs": 1.15 + i * 0.01, "h2dMs": 0.1,
+              "computeMs": 1.0 + i * 0.01, "d2hMs": 0.05, "latencyMs": 1.15 + i * 0.01} for i in range(11)]
     got = parse_export_times(trace)
     assert got["iterations"] == 11 and got["h2d_ms"] == pytest.approx(0.1) and got["d2h_ms"] == pytest.approx(0.05)
     assert got["compute_ms"] == pytest.approx(1.05) and got["latency_ms"] == pytest.approx(1.2)
+    assert got["end_to_end_ms"] == pytest.approx(1.2)
     with pytest.raises(ValueError):
         parse_export_times([{"count": 3}])
+
+
+def test_bench_checks_its_inputs_before_any_work(tiny_run, tmp_path):
+    r = invoke("bench", tiny_run["out"], "--out", tiny_run["out"], *FAST)
+    assert r.exit_code == 1 and "inside" in r.output and "/bench" in r.output
+    assert not (tiny_run["out"] / "bench.json").exists() and not (tiny_run["out"] / "bench.log").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello,not-a-label\n")
+    r = invoke("bench", tiny_run["out"], "--out", tmp_path / "o", "--data", bad, *FAST)
+    assert r.exit_code == 1 and "not the run's" in r.output and not (tmp_path / "o").exists()
+    r = invoke("bench", tiny_run["out"], "--out", tmp_path / "o", "--engines", "", *FAST)
+    assert r.exit_code == 1 and "--engines is empty" in r.output
+
+
+def test_one_round_reports_no_spread_and_too_many_threads_are_flagged(tiny_run, tmp_path):
+    import os as _os
+
+    many = (_os.cpu_count() or 1) * 4
+    r = invoke("bench", tiny_run["out"], "--out", tmp_path, "--engines", "edgeft,edgeft", "--no-accuracy",
+               "--sweep", f"threads={many}", "--rounds", "1", "--duration", "0.05", "--warmup", "0")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert [e["name"] for e in doc["engines"]] == ["edgeft-int8"] and len(doc["results"]) == 1
+    assert doc["results"][0]["round_cv"] is None and "| — |" in (tmp_path / "bench.md").read_text()
+    assert any("more threads than this host's" in w for w in doc["warnings"])
+
+
+def test_device_bench_refuses_bad_numbers_and_an_output_inside_the_bundle(tiny_run, tmp_path):
+    r = invoke("package", tiny_run["out"], "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    bundle = tmp_path / "b/out-test-int8"
+    cmd = [sys.executable, "-m", "edgeft_runtime.cli", "bench", str(bundle)]
+    r = subprocess.run(cmd + ["--rounds", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--rounds" in r.stderr
+    r = subprocess.run(cmd + ["--duration", "-1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "below 0" in r.stderr
+    r = subprocess.run(cmd + ["--rounds", "1"], capture_output=True, text=True, cwd=bundle)   # default ./bench-...
+    assert r.returncode == 1 and "is inside" in r.stderr
+    assert subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "check", str(bundle)]).returncode == 0

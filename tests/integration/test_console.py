@@ -46,3 +46,21 @@ def test_verbose_shows_library_output_too(quiet_and_verbose):
     _, _, verbose = quiet_and_verbose
     assert verbose.returncode in (0, 3), verbose.stderr[-3000:]
     assert "is a decorated method" in verbose.stderr and "trainer: step" in verbose.stderr
+
+
+def test_a_long_bar_off_a_terminal_says_where_it_is_now_and_then(monkeypatch):
+    import io
+
+    from edgeft import console as console_mod
+
+    out = io.StringIO()
+    con = console_mod.Console()
+    con._out = out
+    monkeypatch.setattr(console_mod._Bar, "EVERY_S", 0.0)
+    with con.progress("bench: timing", 3) as bar:
+        for i in range(1, 4):
+            bar.update(i, note=f"engine {i}")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "  bench: timing: 3 steps"
+    assert any(line.startswith("  bench: timing: 2/3 after") and "(engine 2)" in line for line in lines)
+    assert lines[-1].startswith("  bench: timing: 3/3 in")

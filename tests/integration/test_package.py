@@ -405,3 +405,71 @@ def test_check_of_the_tiny_bundle_passes_on_avx2_kernels(bundle):
               "print(json.dumps({'passed': g.passed, 'max': g.max_abs_diff, 'atol': g.atol}))")
     res = run_on_avx2(script, str(bundle["dir"]))
     assert res["passed"], res
+
+
+def test_what_a_careless_or_hostile_user_does_is_refused_cleanly(bundle, tiny_run, tmp_path):
+    from edgeft_runtime import Bundle
+
+    # a truncated archive: a clean error, not a traceback
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(bundle["tar"].read_bytes()[: bundle["tar"].stat().st_size // 2])
+    err = _refused(cut)
+    assert "damaged or cut short" in err and "Traceback" not in err
+    # bundle.json's labels edited (checksums untouched, unsigned): refused against the engine's labels.json
+    d = fresh_copy(bundle, tmp_path / "labels")
+    meta = json.loads((d / "bundle.json").read_text())
+    meta["labels"] = meta["labels"][::-1]
+    (d / "bundle.json").write_text(json.dumps(meta))
+    assert "labels differ from engine/labels.json" in _refused(d)
+    # an error about an archive names the archive, not a temp folder
+    r = runtime_cli("check", _archive_of(fresh_copy(bundle, tmp_path / "extra"), tmp_path, "note.txt"))
+    assert r.returncode == 1 and "extra.tar.gz" in r.stderr and "/tmp/edgeft-bundle-" not in r.stderr
+    # one string is one input
+    with Bundle.open(bundle["dir"]) as b:
+        assert len(b.predict("turn on the lights")) == 1
+    # --out inside the run directory (other than bundles/), a bad --name, --golden 0
+    r = invoke("package", tiny_run["out"], "--out", tiny_run["out"] / "compile")
+    assert r.exit_code == 1 and "inside" in r.output and "bundles" in r.output
+    assert not (tiny_run["out"] / "compile" / ".edgeft-write-test").exists()
+    assert invoke("package", tiny_run["out"], "--out", tmp_path / "n", "--name", "../evil").exit_code == 1
+    assert invoke("package", tiny_run["out"], "--out", tmp_path / "g", "--golden", "0").exit_code == 2
+    # a public key that is really the private key is refused: signing keys stay off devices
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    priv = tmp_path / "k.pem"
+    priv.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    assert "is a private key" in _refused(bundle["dir"], "--public-key", priv)
+
+
+def _archive_of(folder: Path, where: Path, extra: str) -> Path:
+    (folder / extra).write_text("added\n")
+    out = where / "extra.tar.gz"
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return out
+
+
+def test_repackaging_replaces_an_archive_left_alone_by_its_folder(tiny_run, tmp_path):
+    assert invoke("package", tiny_run["out"], "--out", tmp_path).exit_code == 0
+    sha = sha256_file(tmp_path / "out-test-int8.tar.gz")
+    shutil.rmtree(tmp_path / "out-test-int8")
+    assert invoke("package", tiny_run["out"], "--out", tmp_path).exit_code == 0
+    assert sha256_file(tmp_path / "out-test-int8.tar.gz") == sha
+    (tmp_path / "out-test-int8.tar.gz").unlink()
+    shutil.rmtree(tmp_path / "out-test-int8")
+    (tmp_path / "out-test-int8.tar.gz").write_bytes(b"somebody else's file")
+    r = invoke("package", tiny_run["out"], "--out", tmp_path)
+    assert r.exit_code == 1 and "not a bundle edgeft wrote" in r.output
+    assert (tmp_path / "out-test-int8.tar.gz").read_bytes() == b"somebody else's file"
+
+
+def test_loading_a_kits_build_script_on_the_device_adds_no_file_to_the_bundle(tmp_path):
+    from edgeft_runtime.trt_device import _load_kit_builder
+
+    kit = tmp_path / "engine"
+    kit.mkdir()
+    (kit / "build_engine.py").write_text("def build():\n    return 'ok'\n")
+    assert _load_kit_builder(kit).build() == "ok"
+    assert sorted(p.name for p in kit.iterdir()) == ["build_engine.py"]

@@ -68,14 +68,14 @@ def test_lint_rejects_ort_flavoured_graph_and_wrong_weight_axis(trt_run, tmp_pat
 
 
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed: a real engine is built instead")
-def test_without_tensorrt_compile_writes_a_deferred_build_kit(trt_run):
+def test_without_tensorrt_compile_writes_a_deferred_build_kit(trt_run, tmp_path):
     assert trt_run["result"].exit_code == 4, trt_run["result"].output
     assert "incomplete" in trt_run["result"].output and "--accept-unmeasured" in trt_run["result"].output
     kit = trt_run["out"] / "compile/trt-int8/engine"
     meta = json.loads((kit / "engine.json").read_text())
     assert meta["deferred"] is True and "no engine was built" in meta["message"]
     assert not list(kit.glob("*.engine")), "no engine file may exist when TensorRT did not build one"
-    py_compile.compile(str(kit / "build_engine.py"), doraise=True)
+    py_compile.compile(str(kit / "build_engine.py"), cfile=str(tmp_path / "b.pyc"), doraise=True)   # not into the run
     settings = json.loads((kit / "settings.json").read_text())
     assert settings["precision"] == "int8"
     assert settings["input_shapes"]["input_ids"] == {"min": [1, 1], "opt": [1, 128], "max": [8, 512]}
@@ -152,3 +152,23 @@ def test_build_kit_script_is_the_backend_build_code():
 
     src = Path(tb.__file__).read_text()
     assert "def build(" in src and "import tensorrt as trt" in src and "from edgeft" not in src
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="checks what a device without TensorRT is told")
+def test_tensorrt_bundle_carries_the_kit_and_says_what_is_missing_without_tensorrt(trt_run, tmp_path):
+    import subprocess
+    import sys
+
+    r = CliRunner().invoke(cli, ["package", str(trt_run["out"]), "--out", str(tmp_path), "--target", "trt-int8",
+                                 "--docker"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output                         # incomplete (latency not measured) is packaged
+    bundle = tmp_path / "out-trt-int8"
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["verification"]["verdict"] == "incomplete" and meta["engine"]["deferred"] is True
+    assert (bundle / "engine/build_engine.py").is_file() and (bundle / "engine/settings.json").is_file()
+    assert "l4t-jetpack" in (bundle / "Dockerfile").read_text()            # sm_87: the Jetson image
+    assert "polygraphy>=0.49" in meta["runtime"]["dependencies"]
+    info = subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "info", bundle], capture_output=True, text=True)
+    assert info.returncode == 0 and "recorded verdict: incomplete" in info.stdout and "not measured there" in info.stdout
+    check = subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "check", bundle], capture_output=True, text=True)
+    assert check.returncode == 1 and "TensorRT is not importable here" in check.stderr and "fix:" in check.stderr
