@@ -90,7 +90,9 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
     if opts.data and not opts.accuracy:
         raise EdgeftError("--data is for the accuracy pass, which --no-accuracy turns off", fix="drop one of them")
     data = _read_data(opts.data, facts.labels, facts.modality) if opts.data and facts.task == "classification" else None
-    out = prepare_out(Path(opts.out or ctx.run_dir / "bench"), [(ctx.run_dir, "bench")])
+    target = Path(opts.out or ctx.run_dir / "bench")
+    existed = target.exists()
+    out = prepare_out(target, [(ctx.run_dir, "bench")])
     work = out / ".work"
     try:
         with CONSOLE.capture(out / "bench.log"):        # the quantizers' warnings go to the log, not the table
@@ -113,7 +115,7 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
                            reference=next((n for n in ("edgeft-fp32-reference", "ort-fp32") if n in names), None))
         notes += add_trtexec(results, engines, out, image_size)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work if existed else out, ignore_errors=True)      # a folder made for this run goes with it
         raise
     doc = document(engines, settings, results, warnings, acc, notes=notes, source=
                    {"kind": "run", "name": ctx.run_dir.name, "target": spec.name, "run_manifest_sha256": _manifest_sha(ctx)})

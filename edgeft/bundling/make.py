@@ -174,7 +174,8 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
             {"engine_logits": engine_logits.tolist(), "baseline_logits": base_logits.tolist(),
              "labels": facts.labels}).decode())
         ref_onnx = ctx.require("export.int8_onnx" if spec.precision == "int8" else "export.fp32_onnx")
-        log(f"package: {spec.name}: golden set of {n} inputs; tolerance from the Q/DQ reference")
+        whole = " (the whole test split)" if n < opts.golden else ""
+        log(f"package: {spec.name}: golden set of {n} inputs{whole}; tolerance from the Q/DQ reference")
         ref = golden.reference_logits(ref_onnx, work / "engine", inputs, ctx.config.train.max_length)
         tol = golden.tolerance(engine_logits, ref, golden.head_step(ref_onnx) if spec.precision == "int8" else None)
 

@@ -48,7 +48,10 @@ class EdgeftGroup(click.Group):
                 click.echo(f"  fix: {e.fix}", err=True)
             raise click.exceptions.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            click.echo("interrupted: finished stages are kept; re-run the same command to resume", err=True)
+            if ctx.parent is None and ctx.invoked_subcommand in ("run", "finetune", "export", "compile", "verify"):
+                click.echo("interrupted: finished stages are kept; re-run the same command to resume", err=True)
+            else:
+                click.echo("interrupted: nothing half-written was kept", err=True)
             raise click.exceptions.Exit(130) from None
 
 
@@ -331,6 +334,9 @@ def bench_run(source: Path, sweep: tuple[str, ...], engines: str | None, target:
     opts = BenchOptions(sweep=list(sweep), engines=[e.strip() for e in engines.split(",") if e.strip()] if engines is not None else None,
                         target=target, data=data, accuracy=not no_accuracy, rounds=rounds, duration=duration,
                         warmup=warmup, cv_warn=cv_warn, out=out, quiet=as_json)
+    if not source.exists():
+        raise EdgeftError(f"{source}: no such run directory or bundle",
+                          fix="pass the --out folder of an `edgeft run`, or a bundle folder or .tar.gz")
     is_bundle = source.is_file() or (source / "bundle.json").is_file()
     if is_bundle:
         doc, folder = bench_bundle(source, opts)

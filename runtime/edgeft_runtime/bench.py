@@ -356,6 +356,8 @@ def write_plots(doc: dict, out: Path) -> list[str]:
     engines = [e["name"] for e in doc["engines"]]
 
     def line_plot(xkey: str, fixed: dict, ykey: str, ylabel: str, fname: str, title: str) -> None:
+        if len(doc["settings"]["sweep"].get(xkey) or []) < 2:      # one value is a point, not a line
+            return
         fig, ax = plt.subplots(figsize=(7, 4.5))
         drawn = False
         for name in engines:

@@ -185,6 +185,11 @@ def test_bench_checks_its_inputs_before_any_work(tiny_run, tmp_path):
     assert r.exit_code == 1 and "not the run's" in r.output and not (tmp_path / "o").exists()
     r = invoke("bench", tiny_run["out"], "--out", tmp_path / "o", "--engines", "", *FAST)
     assert r.exit_code == 1 and "--engines is empty" in r.output
+    # refused after the peers were built: the folder made for this bench goes with it
+    r = invoke("bench", tiny_run["out"], "--out", tmp_path / "new", "--engines", "edgeft", "--sweep", "batch=8", *FAST)
+    assert r.exit_code == 1 and "outside what" in r.output and not (tmp_path / "new").exists()
+    r = invoke("bench", tmp_path / "nowhere")
+    assert r.exit_code == 1 and "no such run directory or bundle" in r.output
 
 
 def test_one_round_reports_no_spread_and_too_many_threads_are_flagged(tiny_run, tmp_path):
