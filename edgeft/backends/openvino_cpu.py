@@ -36,9 +36,9 @@ class OpenVINOCPU(Backend):
     def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None,
                 calibration_inputs: Path | None = None) -> dict[str, Any]:
         """The Q/DQ graph as it is: OpenVINO calibrates nothing, its int8 kernels use the exported scales."""
+        self.check_available()
         import openvino as ov
 
-        self.check_available()
         precision = precision or target.precision
         out_dir.mkdir(parents=True, exist_ok=True)
         model = ov.convert_model(str(onnx_path))

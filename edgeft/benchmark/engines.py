@@ -48,7 +48,7 @@ def _peer_limits(export_dir: Path, modality: str) -> dict:
     return {"seq": [1, positions]} if modality == "text" and isinstance(positions, int) else {}
 
 
-def available(modality: str) -> dict[str, str | None]:
+def available() -> dict[str, str | None]:
     """Every engine name -> None when it can run here, else why not."""
     why = {name: None for name in ("edgeft", "edgeft-fp32-reference", *PEERS)}
     if importlib.util.find_spec("openvino") is None:
@@ -134,10 +134,18 @@ def chosen_engines(spec, wanted: list[str] | None) -> list[str]:
     return chosen
 
 
+def planned_limits(ctx, spec, chosen: list[str]) -> list[EngineSpec]:
+    """The shape limits of the engines ``chosen`` would build, known before building them."""
+    facts = ctx.facts()
+    own = _limits(spec, facts.modality)
+    peers = _peer_limits(ctx.require("export.fp32_onnx").parent, facts.modality)
+    return [EngineSpec(n, "", "", limits=own if n.startswith("edgeft") else peers) for n in chosen]
+
+
 def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
     """The engine specs of ``chosen`` for ``spec``'s target (peers built into ``work``), and notes on engines left out."""
     facts = ctx.facts()
-    why = available(facts.modality)
+    why = available()
     own = f"edgeft-{spec.precision}"
     notes, engines = [], []
     limits = _limits(spec, facts.modality)

@@ -90,6 +90,9 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
     if opts.data and not opts.accuracy:
         raise EdgeftError("--data is for the accuracy pass, which --no-accuracy turns off", fix="drop one of them")
     data = _read_data(opts.data, facts.labels, facts.modality) if opts.data and facts.task == "classification" else None
+    from edgeft.benchmark.engines import planned_limits
+
+    check_limits(planned_limits(ctx, spec, chosen), settings.sweep)      # before any peer is built
     target = Path(opts.out or ctx.run_dir / "bench")
     existed = target.exists()
     out = prepare_out(target, [(ctx.run_dir, "bench")])
@@ -113,7 +116,7 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
             names = [e.name for e in engines]
             acc = accuracy(engines, settings, inputs, labels, baseline,
                            reference=next((n for n in ("edgeft-fp32-reference", "ort-fp32") if n in names), None))
-        notes += add_trtexec(results, engines, out, image_size)
+        notes += add_trtexec(results, engines, image_size)
     except BaseException:
         shutil.rmtree(work if existed else out, ignore_errors=True)      # a folder made for this run goes with it
         raise
@@ -129,44 +132,33 @@ def _manifest_sha(ctx) -> str:
 
 
 def bench_bundle(source: Path, opts: BenchOptions) -> tuple[dict, Path]:
+    from edgeft.console import CONSOLE
     from edgeft_runtime import Bundle
-    from edgeft_runtime.bench import accuracy, add_trtexec, bundle_engines, check_limits, check_threads, document, prepare_out
+    from edgeft_runtime.bench import bench_bundle as run_bench
 
+    if opts.engines or opts.target or opts.data:
+        raise EdgeftError("--engines, --target and --data apply to a run directory; a bundle is benchmarked with "
+                          "what it holds", fix="pass the run directory instead, or drop those options")
     with Bundle.open(source) as bundle:
-        m = bundle.meta
-        if opts.engines or opts.target or opts.data:
-            raise EdgeftError("--engines, --target and --data apply to a run directory; a bundle is benchmarked with "
-                              "what it holds", fix="pass the run directory instead, or drop those options")
-        image = m["modality"] == "image"
-        opt = m["inputs"][0]["opt"]
-        settings = _settings(opts, {"batch": [opt[0]], "seq": [None] if image else [opt[1]], "threads": [0]},
-                             m["modality"], opt[-1] if image else None, m["preprocessing"].get("max_length"))
-        engines = bundle_engines(bundle)
-        check_limits(engines, settings.sweep)
-        root = source.resolve() if source.is_dir() else bundle.root
-        out = prepare_out(Path(opts.out or Path(f"bench-{m['name']}")), [(root, "")])
-        results, warnings = _progress_measure(engines, settings, opts.quiet)
-        warnings = check_threads(settings.sweep) + warnings
-        acc = []
-        if opts.accuracy and m["task"] == "classification" and m["golden"]["count"]:
-            rows = [json.loads(x) for x in (bundle.root / m["golden"]["inputs"]).read_text().splitlines() if x.strip()]
-            expected = json.loads((bundle.root / m["golden"]["expected"]).read_text())
-            acc = accuracy(engines, settings, bundle.golden_inputs(), [m["labels"].index(r["label"]) for r in rows],
-                           np.asarray(expected["baseline_logits"]))
-        notes = add_trtexec(results, engines, out, settings.image_size)
-        doc = document(engines, settings, results, warnings, acc, notes=notes, source=
-                       {"kind": "bundle", "name": m["name"], "version": m["version"], "target": m["target"]["name"]})
-        return doc, _finish(doc, out, out / ".work", opts)
+        kw = {"rounds": opts.rounds, "warmup_s": opts.warmup, "duration_s": opts.duration, "cv_warn": opts.cv_warn}
+        if opts.quiet:
+            doc, out = run_bench(bundle, opts.sweep, kw, opts.out, opts.accuracy)
+        else:
+            with CONSOLE.progress("bench: timing", None) as bar:
+                doc, out = run_bench(bundle, opts.sweep, kw, opts.out, opts.accuracy,
+                                     lambda msg, done, tot: bar.update(done, tot or None, msg) if tot else None)
+        return doc, _finish(doc, out, None, opts)
 
 
-def _finish(doc: dict, out: Path, work: Path, opts: BenchOptions) -> Path:
+def _finish(doc: dict, out: Path, work: Path | None, opts: BenchOptions) -> Path:
     import shutil
 
     from edgeft.console import CONSOLE
     from edgeft_runtime.bench import write_outputs
 
     written = write_outputs(doc, out)
-    shutil.rmtree(work, ignore_errors=True)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
     if not opts.quiet:
         _print_table(doc)
         for n in doc["notes"]:

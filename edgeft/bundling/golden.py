@@ -77,9 +77,19 @@ def reference_logits(onnx_path: Path, engine_dir: Path, inputs: list, max_length
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
 
-def tolerance(engine_logits: np.ndarray, reference: np.ndarray, step: float | None) -> dict:
+KIT_FLOOR = 0.05      # share of the largest |logit|: a TensorRT kit's logits were recorded by ONNX Runtime
+
+
+def tolerance(engine_logits: np.ndarray, reference: np.ndarray, step: float | None, deferred_kit: bool = False) -> dict:
+    """``deferred_kit``: the engine is built on the device by TensorRT (other kernels, FP16 layers) while the
+    recorded logits are ONNX Runtime's here; no TensorRT result backs a tighter bound yet."""
     measured = float(np.abs(engine_logits - reference).max()) if reference.size else 0.0
     floor = float(step) if step else 0.0
-    atol = max(4 * measured, floor, 1e-4)
-    return {"atol": float(np.float32(atol)), "measured_kernel_deviation": measured, "quantization_floor": floor,
-            "rule": RULE}
+    kit = KIT_FLOOR * float(np.abs(engine_logits).max()) if deferred_kit and engine_logits.size else 0.0
+    atol = max(4 * measured, floor, kit, 1e-4)
+    out = {"atol": float(atol), "measured_kernel_deviation": measured, "quantization_floor": floor,
+           "rule": RULE}
+    if deferred_kit:
+        out["tensorrt_kit_floor"] = kit
+        out["rule"] += f"; TensorRT kit: at least {KIT_FLOOR:.0%} of the largest |logit| (not measured on TensorRT)"
+    return out

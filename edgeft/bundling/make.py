@@ -36,7 +36,7 @@ class PackageOptions:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "bundle"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._") or "bundle"
 
 
 def _canonical_json(obj) -> bytes:
@@ -177,7 +177,8 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
         whole = " (the whole test split)" if n < opts.golden else ""
         log(f"package: {spec.name}: golden set of {n} inputs{whole}; tolerance from the Q/DQ reference")
         ref = golden.reference_logits(ref_onnx, work / "engine", inputs, ctx.config.train.max_length)
-        tol = golden.tolerance(engine_logits, ref, golden.head_step(ref_onnx) if spec.precision == "int8" else None)
+        tol = golden.tolerance(engine_logits, ref, golden.head_step(ref_onnx) if spec.precision == "int8" else None,
+                               deferred_kit=bool(meta_engine.get("deferred")))
 
         wheel = build_runtime_wheel(work / "runtime")
         deps = list(edgeft_runtime.REQUIRES) + (edgeft_runtime.EXTRAS["image"] if facts.modality == "image" else [])

@@ -324,7 +324,8 @@ def bench() -> None:
 @click.option("--warmup", type=click.FloatRange(0, 600), default=0.3, show_default=True, help="Seconds of warm-up each time.")
 @click.option("--cv-warn", type=click.FloatRange(0, 10), default=0.05, show_default=True,
               help="Warn when the round p50s of an engine × point vary more than this (coefficient of variation).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: RUN_DIR/bench].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: RUN_DIR/bench; "
+              "for a bundle ./bench-<bundle>]; never inside the run directory (but its bench/) or the bundle.")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json only.")
 def bench_run(source: Path, sweep: tuple[str, ...], engines: str | None, target: str | None, data: Path | None,
               no_accuracy: bool, rounds: int, duration: float, warmup: float, cv_warn: float, out: Path | None,

@@ -171,23 +171,40 @@ def versions() -> dict:
 
 
 def _worker(req: dict, timeout: float = 1800) -> tuple[dict, float | None]:
-    """Run one worker; returns its JSON and the cold start (process start to first result) in seconds."""
+    """Run one worker; returns its JSON and the cold start (process start to first result) in seconds. stderr
+    goes to a file (a pipe read only at the end could fill and stall the worker); a worker past ``timeout`` is
+    killed. ``-I``: the worker imports nothing from the current folder or PYTHON* variables."""
+    import threading
+
     cmd = [sys.executable, "-I", "-W", "ignore", "-m", "edgeft_runtime.bench_worker", json.dumps(req)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}     # -I drops it; keep ours
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    first, lines = None, []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.strip() == "FIRST" and first is None:
-            first = time.perf_counter() - t0
-        else:
-            lines.append(line)
-    err = proc.stderr.read() if proc.stderr else ""
-    if proc.wait(timeout=timeout) != 0 or not lines:
-        raise EdgeftError(f"benchmark of {req['engine']['name']} at batch {req['batch']} seq {req.get('seq')} failed:\n"
-                          f"{err[-2000:]}", fix="run it alone with --engines NAME to see the full error")
-    return json.loads(lines[-1]), first
+    what = f"benchmark of {req['engine']['name']} at batch {req['batch']} seq {req.get('seq')}"
+    with tempfile.TemporaryFile(mode="w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        first, lines = None, []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.strip() == "FIRST" and first is None:
+                    first = time.perf_counter() - t0
+                else:
+                    lines.append(line)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+        err.seek(0)
+        tail = err.read()[-2000:]
+    if code != 0 or not lines:
+        why = f"it ran past {timeout:.0f} s and was stopped" if code in (-9, 137) else tail
+        raise EdgeftError(f"{what} failed:\n{why}", fix="run it alone with --engines NAME to see the full error")
+    try:
+        return json.loads(lines[-1]), first
+    except ValueError:
+        raise EdgeftError(f"{what} printed no result ({lines[-1][:200]!r})", fix="run it alone with --engines NAME") from None
 
 
 def points(sweep: dict[str, list[int]]) -> list[dict]:
@@ -531,41 +548,63 @@ def _limits(inputs: list[dict], modality: str) -> dict:
     return out
 
 
-def run_cli(bundle, args) -> int:
+def bench_bundle(bundle, sweep_items: list[str], settings_kw: dict, out: Path | None, with_accuracy: bool,
+                 progress=None) -> tuple[dict, Path]:
+    """What ``edgeft-runtime bench`` and ``edgeft bench BUNDLE`` both run: the bundle's engines over the sweep,
+    accuracy per batch size on its golden set; every input checked before anything is timed; an output folder
+    made for a bench that fails is removed."""
+    import shutil
+
     m = bundle.meta
     opt = m["inputs"][0].get("opt") or [1, 128]
     image = m["modality"] == "image"
-    defaults = {"batch": [opt[0]], "seq": [None] if image else [opt[1]], "threads": [0]}
-    sweep = parse_sweep(args.sweep, defaults)
+    sweep = parse_sweep(sweep_items, {"batch": [opt[0]], "seq": [None] if image else [opt[1]], "threads": [0]})
     if image and sweep["seq"] != [None]:
         raise EdgeftError("--sweep seq=... does not apply to an image bundle", fix="sweep batch and threads only")
-    settings = BenchSettings(sweep=sweep, rounds=max(1, args.rounds), warmup_s=args.warmup, duration_s=args.duration,
-                             cv_warn=args.cv_warn, modality=m["modality"], max_length=m["preprocessing"].get("max_length"),
-                             image_size=m["inputs"][0]["opt"][-1] if image else None)
-    engines = bundle_engines(bundle)
-    check_limits(engines, sweep)
-    out = prepare_out(Path(args.out or f"bench-{m['name']}"), [(bundle.root, "")])
+    settings = BenchSettings(sweep=sweep, modality=m["modality"], max_length=m["preprocessing"].get("max_length"),
+                             image_size=opt[-1] if image else None, **settings_kw)
+    check_limits([EngineSpec(f"edgeft-{m['target']['precision']}", "engine_dir", "",
+                             limits=_limits(m["inputs"], m["modality"]))], sweep)
+    target = Path(out or f"bench-{m['name']}")
+    existed = target.exists()
+    out = prepare_out(target, [(bundle.root, "")])
+    try:
+        engines = bundle_engines(bundle)
+        results, warnings = measure(engines, settings, progress)
+        warnings = check_threads(sweep) + warnings
+        acc = []
+        if with_accuracy and m["task"] == "classification" and m["golden"]["count"]:
+            rows = [json.loads(x) for x in (bundle.root / m["golden"]["inputs"]).read_text(encoding="utf-8").splitlines()
+                    if x.strip()]
+            expected = json.loads((bundle.root / m["golden"]["expected"]).read_text(encoding="utf-8"))
+            labels = [m["labels"].index(r["label"]) if r.get("label") in m["labels"] else -1 for r in rows]
+            acc = accuracy(engines, settings, bundle.golden_inputs(), labels,
+                           np.asarray(expected["baseline_logits"]) if expected.get("baseline_logits") else None)
+        notes = add_trtexec(results, engines, settings.image_size)
+        doc = document(engines, settings, results, warnings, acc,
+                       {"kind": "bundle", "name": m["name"], "version": m["version"], "target": m["target"]["name"]}, notes)
+        write_outputs(doc, out)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return doc, out
+
+
+def run_cli(bundle, args) -> int:
     say = (lambda msg, done, total: print(f"[{done}/{total}] {msg}" if total else msg, file=sys.stderr, flush=True))
-    results, warnings = measure(engines, settings, None if args.json else say)
-    warnings = check_threads(sweep) + warnings
-    acc = []
-    if not args.no_accuracy and m["task"] == "classification" and m["golden"]["count"]:
-        rows = [json.loads(x) for x in (bundle.root / m["golden"]["inputs"]).read_text(encoding="utf-8").splitlines() if x.strip()]
-        expected = json.loads((bundle.root / m["golden"]["expected"]).read_text())
-        labels = [m["labels"].index(r["label"]) if r.get("label") in m["labels"] else -1 for r in rows]
-        acc = accuracy(engines, settings, bundle.golden_inputs(), labels,
-                       np.asarray(expected["baseline_logits"]) if expected.get("baseline_logits") else None)
-    notes = add_trtexec(results, engines, out, settings.image_size)
-    doc = document(engines, settings, results, warnings, acc,
-                   {"kind": "bundle", "name": m["name"], "version": m["version"], "target": m["target"]["name"]}, notes)
-    written = write_outputs(doc, out)
+    doc, out = bench_bundle(bundle, args.sweep, {"rounds": args.rounds, "warmup_s": args.warmup,
+                                                 "duration_s": args.duration, "cv_warn": args.cv_warn},
+                            args.out, not args.no_accuracy, None if args.json else say)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         print(render_markdown(doc))
-        print(f"wrote {', '.join(written)} to {out}" + ("" if doc["plots"] else " (no plots: matplotlib is not installed)"),
-              file=sys.stderr)
-    for w in warnings:
+        print(f"wrote bench.json, bench.md, bench.csv{''.join(', ' + p for p in doc['plots'])} to {out}"
+              + ("" if doc["plots"] else " (no plots: matplotlib is not installed)"), file=sys.stderr)
+    for n in doc["notes"]:
+        print(f"note: {n}", file=sys.stderr)
+    for w in doc["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0
 
@@ -593,7 +632,7 @@ def parse_export_times(trace: list) -> dict:
     return out
 
 
-def trtexec_times(engine: Path, shapes: dict[str, list[int]], duration_s: float, workdir: Path) -> dict | None:
+def trtexec_times(engine: Path, shapes: dict[str, list[int]], workdir: Path, duration_s: int = 3) -> dict | None:
     """Run trtexec (when it is on PATH) on ``engine`` at ``shapes``; None when there is no trtexec."""
     import shutil
 
@@ -604,13 +643,19 @@ def trtexec_times(engine: Path, shapes: dict[str, list[int]], duration_s: float,
     spec = ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in shapes.items())
     cmd = [exe, f"--loadEngine={engine}", f"--shapes={spec}", f"--exportTimes={times}", "--warmUp=500",
            f"--duration={max(1, int(duration_s))}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return {"error": "trtexec did not finish in 10 minutes", "command": " ".join(cmd)}
     if proc.returncode != 0 or not times.is_file():
         return {"error": (proc.stdout + proc.stderr)[-500:], "command": " ".join(cmd)}
-    return {**parse_export_times(json.loads(times.read_text())), "command": " ".join(cmd)}
+    try:
+        return {**parse_export_times(json.loads(times.read_text())), "command": " ".join(cmd)}
+    except (ValueError, OSError) as e:          # an unexpected trace must not cost the whole sweep
+        return {"error": f"could not read trtexec's times: {e}", "command": " ".join(cmd)}
 
 
-def add_trtexec(results: list[dict], engines: list[EngineSpec], workdir: Path, image_size: int | None = None) -> list[str]:
+def add_trtexec(results: list[dict], engines: list[EngineSpec], image_size: int | None = None) -> list[str]:
     """For each TensorRT engine's point, trtexec's H2D / compute / D2H medians next to ours (users distrust a
     number that differs from trtexec's without an explanation: ours is end to end through Polygraphy's
     TrtRunner, host copies included). Returns notes for the report."""
@@ -619,10 +664,14 @@ def add_trtexec(results: list[dict], engines: list[EngineSpec], workdir: Path, i
         if e.kind != "engine_dir" or json.loads((Path(e.path) / "engine.json").read_text()).get("runtime") != "tensorrt":
             continue
         engine = Path(e.path) / "model.engine"
+        workdir = Path(tempfile.mkdtemp(prefix="edgeft-trtexec-"))
         for r in (r for r in results if r["engine"] == e.name):
             shapes = ({"pixel_values": [r["batch"], 3, image_size, image_size]} if image_size else
                       {k: [r["batch"], r["seq"]] for k in e.extra.get("input_names", ("input_ids", "attention_mask", "token_type_ids"))})
-            r["trtexec"] = trtexec_times(engine, shapes, 3, workdir)
+            r["trtexec"] = trtexec_times(engine, shapes, workdir)
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
         if all(r.get("trtexec") is None for r in results if r["engine"] == e.name):
             notes.append(f"{e.name}: trtexec is not on PATH, so only the end-to-end TrtRunner time is shown")
     return notes

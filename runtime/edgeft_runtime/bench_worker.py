@@ -55,7 +55,7 @@ class _OpenVINO:
         res = self.request.infer({k: feeds[k] for k in self.input_names})
         return {"logits": np.asarray(next(iter(res.values())))}
 
-    def precisions(self) -> dict:
+    def runtime_precisions(self) -> dict:
         """Runtime precision per layer, counted (OpenVINO's execution graph)."""
         from collections import Counter
 
@@ -142,8 +142,8 @@ def time_engine(req: dict) -> dict:
     out = {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(np.mean(times)),
            "std_ms": float(np.std(times)), "iters": len(times), "load_s": load_s, "peak_rss_mb": peak_rss_mb(),
            "gpu_memory_mb": gpu_memory_mb()}
-    if hasattr(sess, "precisions"):
-        out["runtime_precisions"] = sess.precisions()
+    if hasattr(sess, "runtime_precisions"):          # OpenVINO: the precision each layer runs in on this CPU
+        out["runtime_precisions"] = sess.runtime_precisions()
     return out
 
 

@@ -1,7 +1,8 @@
 """An edgeft bundle on the device: opened from its folder or its ``.tar.gz``, and checked before anything in
-it is loaded: archive members (no absolute paths, ``..``, links or devices), ``bundle.json`` against its
-schema, the signature when a public key is given, then the size and sha256 of every file, with nothing
-missing and nothing added. Only then are the engine and its pre-processing opened.
+it is loaded: archive members (no absolute paths, ``..``, links or devices), the signature of bundle.json when
+a public key is given, bundle.json against its schema (every path it names inside the bundle), then the size
+and sha256 of every file, with nothing missing and nothing added, and its labels against the engine's. Only
+then are the engine and its pre-processing opened.
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def check_members(tar: tarfile.TarFile, archive: Path) -> str:
         raise BundleError(f"{archive} is damaged or cut short ({e or type(e).__name__})",
                           fix="get the bundle again from its source (compare its sha256)") from None
     for m in members:
+        parts = PurePosixPath(m.name).parts
+        if not parts or parts[0] == ".":
+            raise BundleError(f"{archive} is not an edgeft bundle archive (its members are not inside one named folder)",
+                              fix="pass the .tar.gz that `edgeft package` wrote, or the bundle folder")
         safe_relpath(m.name.rstrip("/"), f"{archive}: archive member")
         if not (m.isfile() or m.isdir()):
             kind = ("a symlink" if m.issym() else "a hard link" if m.islnk() else "a device" if m.isdev()
@@ -123,6 +128,16 @@ def load_meta(root: Path) -> dict:
         raise BundleError(f"{p} has schema_version {meta['schema_version']}; this edgeft-runtime reads {BUNDLE_SCHEMA_VERSION}",
                           fix="install the edgeft-runtime wheel the bundle carries (runtime/)")
     validate(meta, BUNDLE_SCHEMA, str(p))
+    listed = {f["path"] for f in meta["files"]}
+    fields = {"engine.dir": meta["engine"]["dir"], "engine.model_file": meta["engine"]["model_file"],
+              "golden.inputs": meta["golden"]["inputs"], "golden.expected": meta["golden"]["expected"],
+              "preprocessing.file": meta["preprocessing"]["file"], "runtime.wheel": meta["runtime"]["wheel"]}
+    if meta.get("reference"):
+        fields.update({"reference.dir": meta["reference"]["dir"], "reference.model_file": meta["reference"]["model_file"]})
+    for name, rel in fields.items():          # every path it names is one of its own files, or a folder of them
+        safe_relpath(rel, f"{p}: {name}")
+        if rel not in listed and not any(f.startswith(rel.rstrip("/") + "/") for f in listed):
+            raise BundleError(f"{p}: {name} {rel!r} is not a file of the bundle", fix="get the bundle again from its source")
     return meta
 
 
@@ -208,6 +223,8 @@ class Bundle:
         return cls(root=root, meta=meta, source=src, signer=signer, _tmp=tmp)
 
     def close(self) -> None:
+        if self._session is not None and hasattr(self._session, "close"):
+            self._session.close()
         self._session = None
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -30,7 +30,13 @@ class ImagePreprocessor:
 
     def array(self, path_or_image) -> np.ndarray:
         """One image -> (3, size, size) float32, normalized."""
-        from PIL import Image
+        try:
+            from PIL import Image
+        except ImportError:
+            from edgeft_runtime.errors import EdgeftError
+
+            raise EdgeftError("image bundles need pillow, which is not installed here",
+                              fix="pip install 'edgeft-runtime[image]'") from None
 
         im = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
         im = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR)

@@ -1,4 +1,4 @@
-"""Engine sessions behind one small protocol; ONNX Runtime for now. Torch-free."""
+"""Engine sessions behind one small protocol: ONNX Runtime, TensorRT (Polygraphy), OpenVINO. Torch-free."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,6 +61,11 @@ class TrtSession:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.runner.infer({k: np.ascontiguousarray(feeds[k]) for k in self.input_names})
         return {k: np.asarray(v) for k, v in out.items()}
+
+    def close(self) -> None:
+        """Release the engine's CUDA context (Polygraphy warns on stdout about a runner never deactivated)."""
+        if getattr(self.runner, "is_active", True):
+            self.runner.deactivate()
 
 
 def check_engine_folder(engine_dir: Path) -> dict:
@@ -139,6 +144,11 @@ def open_engine(engine_dir: Path, threads: int | None = None) -> Session:
     if name not in SESSIONS:
         raise EdgeftError(f"{engine_dir}: this runtime cannot open {name!r} engines (it opens {sorted(SESSIONS)})",
                           fix="upgrade edgeft-runtime to the version the bundle was made with")
-    if name == "tensorrt":
-        return TrtSession(Path(engine_dir))
-    return SESSIONS[name](Path(engine_dir), threads)
+    try:
+        if name == "tensorrt":
+            return TrtSession(Path(engine_dir))
+        return SESSIONS[name](Path(engine_dir), threads)
+    except ImportError as e:                  # an optional runtime this engine needs is not installed
+        extra = {"tensorrt": "tensorrt", "openvino-cpu": "openvino"}.get(name)
+        raise EdgeftError(f"{engine_dir} is a {name} engine and {e.name or 'a package it needs'} is not installed here",
+                          fix=f"pip install 'edgeft-runtime[{extra}]'" if extra else "pip install onnxruntime") from None

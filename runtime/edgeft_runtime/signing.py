@@ -52,6 +52,8 @@ def load_private_key(path: Path):
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
         raise EdgeftError(f"--sign-key {path}: no such file", fix=f"make a key with `{KEYGEN}`") from None
+    except OSError as e:
+        raise EdgeftError(f"--sign-key {path} cannot be read ({e.strerror})", fix="pass a readable PEM file") from None
     except (ValueError, TypeError, _unsupported()) as e:
         raise EdgeftError(f"--sign-key {path} is not an unencrypted PEM private key ({e})",
                           fix=f"make an Ed25519 key with `{KEYGEN}`") from None
@@ -66,8 +68,8 @@ def load_public_key(path: Path):
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise EdgeftError(f"--public-key {path}: no such file",
+    except OSError as e:
+        raise EdgeftError(f"--public-key {path}: {e.strerror or 'cannot be read'}",
                           fix="pass the public half of the key the bundle was signed with "
                               "(`openssl pkey -in signing-key.pem -pubout`)") from None
     if b"PRIVATE KEY" in data:                # a signing key has no business on a device

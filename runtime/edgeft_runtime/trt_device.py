@@ -7,10 +7,13 @@ what was signed and checked.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import re
+import shutil
+import sys
 from pathlib import Path
 
 from edgeft_runtime.errors import EdgeftError
@@ -32,8 +35,6 @@ def cache_root() -> Path:
 def _load_kit_builder(kit: Path):
     """The kit's build_engine.py as a module, without writing __pycache__ into the bundle (an added file would
     make every later check refuse it)."""
-    import sys
-
     spec = importlib.util.spec_from_file_location("edgeft_bundle_build_engine", kit / "build_engine.py")
     module = importlib.util.module_from_spec(spec)
     before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
@@ -54,20 +55,31 @@ def build_from_kit(bundle) -> Path:
                               "`pip install tensorrt` on x86 with an NVIDIA GPU) and `pip install polygraphy`")
     kit = bundle.engine_dir
     builder = _load_kit_builder(kit)           # checked with every other file when the bundle was opened
-    onnx_sha = next(f["sha256"] for f in bundle.meta["files"] if f["path"] == f"{bundle.meta['engine']['dir']}/model.onnx")
+    sha = {f["path"]: f["sha256"] for f in bundle.meta["files"]}
+    d = bundle.meta["engine"]["dir"]
+    key = hashlib.sha256((sha[f"{d}/model.onnx"] + sha[f"{d}/settings.json"]).encode()).hexdigest()[:16]
     gpu = re.sub(r"[^A-Za-z0-9._-]+", "-", builder._gpu_name()).strip("-") or "unknown"
-    out = cache_root() / f"{bundle.meta['name']}-{onnx_sha[:16]}-trt{version}-{gpu}"
-    if not (out / "model.engine").is_file():
-        settings = json.loads((kit / "settings.json").read_text())
-        try:
-            info = builder.build(kit / "model.onnx", out, settings, out / "timing.cache")
-        except (RuntimeError, TypeError, AttributeError) as err:
-            raise EdgeftError(f"TensorRT {version} could not build {bundle.meta['name']}'s engine here: "
-                              f"{str(err).splitlines()[0][:300]}",
-                              fix="check the GPU and driver (nvidia-smi), and that TensorRT is 10 or newer") from None
-        write_json_atomic(out / "engine.json", {"backend": "tensorrt", "runtime": "tensorrt", "file": "model.engine",
+    out = cache_root() / f"{bundle.meta['name']}-{key}-trt{version}-{gpu}"
+    if (out / "engine.json").is_file():        # written last: a folder without it is an interrupted build
+        return out
+    settings = json.loads((kit / "settings.json").read_text())
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")     # built aside, renamed into place: no half engine
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        info = builder.build(kit / "model.onnx", tmp, settings, tmp / "timing.cache")
+        write_json_atomic(tmp / "engine.json", {"backend": "tensorrt", "runtime": "tensorrt", "file": "model.engine",
                                                 "precision": settings["precision"], "tensorrt": info["tensorrt_version"],
                                                 "gpu": info["gpu"], "by_precision": info["by_precision"]})
-        print(f"built {out / 'model.engine'} with TensorRT {version} on {info['gpu']} in {info['build_seconds']}s",
-              flush=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except (RuntimeError, TypeError, AttributeError, OSError) as err:
+        raise EdgeftError(f"TensorRT {version} could not build {bundle.meta['name']}'s engine here: "
+                          f"{str(err).splitlines()[0][:300]}",
+                          fix="check the GPU and driver (nvidia-smi), that TensorRT is 10 or newer, and that "
+                              f"{cache_root()} is writable (EDGEFT_RUNTIME_CACHE)") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"built {out / 'model.engine'} with TensorRT {version} on {info['gpu']} in {info['build_seconds']}s",
+          file=sys.stderr, flush=True)              # stdout stays machine-readable (check --json, predict)
     return out

@@ -363,7 +363,7 @@ def test_bundle_installs_into_a_venv_without_torch_and_checks_and_predicts_there
 
 
 def test_runtime_distribution_declares_what_the_package_says():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")          # Python 3.11+
 
     import edgeft_runtime
 
@@ -473,3 +473,19 @@ def test_loading_a_kits_build_script_on_the_device_adds_no_file_to_the_bundle(tm
     (kit / "build_engine.py").write_text("def build():\n    return 'ok'\n")
     assert _load_kit_builder(kit).build() == "ok"
     assert sorted(p.name for p in kit.iterdir()) == ["build_engine.py"]
+
+
+def test_bundle_json_paths_must_be_its_own_files_and_a_dot_archive_is_refused(bundle, tmp_path):
+    d = fresh_copy(bundle, tmp_path / "paths")
+    meta = json.loads((d / "bundle.json").read_text())
+    meta["engine"]["dir"] = "../elsewhere"
+    (d / "bundle.json").write_text(json.dumps(meta))
+    assert "engine.dir '../elsewhere' points outside the bundle" in _refused(d)
+    meta["engine"]["dir"] = "golden"
+    meta["engine"]["model_file"] = "golden/model.onnx"
+    (d / "bundle.json").write_text(json.dumps(meta))
+    assert "engine.model_file 'golden/model.onnx' is not a file of the bundle" in _refused(d)
+    dot = tmp_path / "dot.tar.gz"                      # tar czf dot.tar.gz -C BUNDLE .
+    with tarfile.open(dot, "w:gz") as tar:
+        tar.add(bundle["dir"], arcname=".")
+    assert "not inside one named folder" in _refused(dot)

@@ -168,6 +168,8 @@ def test_tensorrt_bundle_carries_the_kit_and_says_what_is_missing_without_tensor
     assert (bundle / "engine/build_engine.py").is_file() and (bundle / "engine/settings.json").is_file()
     assert "l4t-jetpack" in (bundle / "Dockerfile").read_text()            # sm_87: the Jetson image
     assert "polygraphy>=0.49" in meta["runtime"]["dependencies"]
+    tol = meta["golden"]["tolerance"]
+    assert tol["tensorrt_kit_floor"] > 0 and tol["atol"] >= tol["tensorrt_kit_floor"]
     info = subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "info", bundle], capture_output=True, text=True)
     assert info.returncode == 0 and "recorded verdict: incomplete" in info.stdout and "not measured there" in info.stdout
     check = subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "check", bundle], capture_output=True, text=True)

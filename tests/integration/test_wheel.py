@@ -50,6 +50,7 @@ def test_wheel_ships_targets_and_calibration_as_package_data(wheel_venv):
     assert "edgeft/shipped/calibration/default.yaml" in names
     assert "edgeft/shipped/docker/tensorrt-jetson.Dockerfile" in names
     assert "edgeft_runtime/bundle.py" in names and "edgeft/bundling/make.py" in names
+    assert "edgeft/benchmark/run.py" in names and "edgeft/backends/openvino_cpu.py" in names
 
 
 def test_the_runtime_wheel_is_written_from_a_non_editable_install(wheel_venv, tmp_path):
