@@ -49,16 +49,9 @@ def _settings(opts: BenchOptions, defaults: dict, modality: str, image_size: int
 
 def _read_data(path: Path, labels: list[str], modality: str) -> tuple[list, list[int]]:
     """--data: inputs and label indices (labels must be the run's)."""
-    from edgeft_runtime.bundle import read_inputs_file
+    from edgeft_runtime.bundle import read_rows_file
 
-    inputs = read_inputs_file(path, modality, flag="--data")
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        rows = [json.loads(x) for x in path.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
-    else:
-        import csv
-
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+    inputs, rows = read_rows_file(path, modality, flag="--data")
     if "label" not in rows[0]:
         raise EdgeftError(f"--data {path} has no `label` column", fix="add the label of each input in a `label` column")
     unknown = sorted({str(r["label"]) for r in rows} - set(labels))

@@ -373,6 +373,11 @@ class Bundle:
 def read_inputs_file(path: Path, modality: str, flag: str = "--file") -> list[str]:
     """Inputs from a CSV (a ``text`` column; ``image``/``path`` for images) or JSON Lines file (one object per
     line, the same keys). ``flag`` names the option in messages."""
+    return read_rows_file(path, modality, flag)[0]
+
+
+def read_rows_file(path: Path, modality: str, flag: str = "--file") -> tuple[list[str], list[dict]]:
+    """``read_inputs_file``'s inputs and the rows they came from (their other columns, e.g. a label)."""
     import csv
 
     path = Path(path)
@@ -408,4 +413,4 @@ def read_inputs_file(path: Path, modality: str, flag: str = "--file") -> list[st
     out = [r[key] for r in rows]
     if modality == "image":
         out = [str((path.parent / x) if not Path(x).is_absolute() else x) for x in out]
-    return out
+    return out, rows

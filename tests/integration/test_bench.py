@@ -217,3 +217,16 @@ def test_device_bench_refuses_bad_numbers_and_an_output_inside_the_bundle(tiny_r
     r = subprocess.run(cmd + ["--rounds", "1"], capture_output=True, text=True, cwd=bundle)   # default ./bench-...
     assert r.returncode == 1 and "is inside" in r.stderr
     assert subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "check", str(bundle)]).returncode == 0
+
+
+def test_data_file_gives_accuracy_and_agreement_with_the_fp32_reference(tiny_run, tmp_path):
+    data = tmp_path / "d.jsonl"
+    rows = [json.loads(x) for x in (tiny_run["out"] / "finetune/data/test.jsonl").read_text().splitlines()][:8]
+    data.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows))
+    r = invoke("bench", tiny_run["out"], "--out", tmp_path / "o", "--engines", "edgeft,edgeft-fp32-reference",
+               "--data", data, "--rounds", "1", "--duration", "0.05", "--warmup", "0")
+    assert r.exit_code == 0, r.output
+    acc = json.loads((tmp_path / "o/bench.json").read_text())["accuracy"]
+    assert {a["engine"] for a in acc} == {"edgeft-int8", "edgeft-fp32-reference"}
+    assert all(a["examples"] == 8 and a["agreement_with"] == "edgeft-fp32-reference" for a in acc)
+    assert next(a for a in acc if a["engine"] == "edgeft-fp32-reference")["top1_agreement"] == 1.0
