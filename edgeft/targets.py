@@ -85,10 +85,11 @@ class OrtOptions(Strict):
     int8_embeddings: bool = Field(True, description="int8 engines: store large embedding tables int8 per row")
     fuse_attention: bool = Field(True, description="fuse transformer attention blocks into ORT's "
                                  "MultiHeadAttention (see edgeft/backends/ort_fusions.py)")
-    int8_kernels: Literal["auto", "u8s8", "u8u8"] = Field(
-        "auto", description="int8 engines: u8s8 (unsigned activations, signed weights; fastest with VNNI) or u8u8 "
-        "(weights stored unsigned at zero point 128, same values): x86 CPUs without VNNI add u8s8 products in pairs "
-        "into int16 and saturate, u8u8 kernels do not. auto: u8s8 for avx512_vnni and neon targets, u8u8 otherwise "
+    int8_kernels: Literal["auto", "u8s8", "u8u8", "u8s8_7bit"] = Field(
+        "auto", description="int8 engines: u8s8 (unsigned activations, signed weights; fastest with VNNI), u8u8 "
+        "(weights stored unsigned at zero point 128, same values) or u8s8_7bit (weights re-gridded to 7 bits, "
+        "ONNX Runtime's reduce_range; not exact): x86 CPUs without VNNI add u8s8 products in pairs into int16 and "
+        "saturate, u8u8 and u8s8_7bit kernels do not. auto: u8s8 for avx512_vnni and neon targets, u8u8 otherwise "
         "(avx2, and isa any, whose engine may meet a CPU without VNNI)")
     load_optimization_level: Literal["disabled", "all"] = Field(
         "disabled", description="what ORT does when the engine is opened: 'disabled' (it is already optimized) "

@@ -103,6 +103,18 @@ class WeightsToUint8(GraphPass):
 
 
 @register
+class WeightsTo7Bit(GraphPass):
+    """``u8s8_7bit`` targets: weights re-gridded to 7 bits (ORT's reduce_range) so x86 CPUs without VNNI run
+    the u8s8 kernels without int16 saturation; each weight moves by at most one 8-bit step."""
+    name, exact = "weights_to_7bit", False
+    function, takes = staticmethod(qdq_ort.weights_to_7bit), "graph+constants"
+
+    @classmethod
+    def applies(cls, ctx):
+        return ctx.precision == "int8" and ctx.target.int8_kernels == "u8s8_7bit"
+
+
+@register
 class Int8EmbeddingTables(GraphPass):
     """Large embedding tables stored int8 per row: exact for tables finetune put on that grid, which it
     does; the largest difference is recorded."""
@@ -143,7 +155,7 @@ class PackQKVAttention(GraphPass):
         return ctx.target.onnxruntime.fuse_attention
 
 
-ORDER = ("dedupe_qdq", "gemm_bias_int32", "complete_conv_qdq", "activations_to_uint8", "weights_to_uint8",
+ORDER = ("dedupe_qdq", "weights_to_7bit", "gemm_bias_int32", "complete_conv_qdq", "activations_to_uint8", "weights_to_uint8",
          "int8_embedding_tables", "fuse_attention", "fold_bias_into_int8_matmul", "pack_qkv_attention")
 
 
@@ -182,7 +194,7 @@ def summary(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
                     rewrites["conv_qdq_completion"] = "skipped: " + result["skipped"]
             else:
                 rewrites.update(result)
-        elif name == "int8_embedding_tables":
+        elif name in ("int8_embedding_tables", "weights_to_7bit"):
             rewrites.update(result)
         elif name == "fuse_attention":
             fusions["attention"] = result

@@ -12,7 +12,9 @@ exact: no value changes, only how the same int8 grid is expressed.
 
    With ``int8_kernels: u8u8`` (x86 without VNNI) weights get the same shift (``weights_to_unsigned``):
    those CPUs add u8 x s8 products in pairs into int16 (``vpmaddubsw``), which saturates for large
-   activations times large weights; the u8u8 kernels widen to int16 first and do not.
+   activations times large weights; the u8u8 kernels widen to int16 first and do not. With
+   ``int8_kernels: u8s8_7bit`` weights move to a 7-bit grid instead (``weights_to_7bit``, not exact), which
+   keeps the u8s8 kernels and cannot saturate.
 
 3. Large embedding tables stored int8 per row (``int8_embedding_tables``; target option
    ``onnxruntime.int8_embeddings``): exact only for tables already on that grid, which the finetune
@@ -161,6 +163,47 @@ def weights_to_unsigned(graph, consts: dict[str, np.ndarray]) -> int:
         dq.input[2] = new_zp.name
         changed += 1
     return changed
+
+
+def weights_to_7bit(graph, consts: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Signed symmetric weights re-gridded to 7 bits: ``q7 = round(q8 / 2)`` at twice the scale, stored int8
+    in [-64, 64] (ONNX Runtime's ``reduce_range``). x86 CPUs without VNNI add u8 x s8 products in pairs into
+    int16 (``vpmaddubsw``); with |w| <= 64 a pair stays within 255 * 64 * 2 = 32640, so the fast u8s8 kernels
+    are exact there. Not exact against the 8-bit graph: each weight moves by at most half a 7-bit step (one
+    8-bit step); the rounding from the float weight is used where the Q/DQ graph still has it.
+
+    Handles a ``DequantizeLinear`` of an int8 constant and a ``QuantizeLinear`` of a float constant feeding
+    only its ``DequantizeLinear`` (both become ``DQ(q7, 2s, 0)``). Returns how many weights changed and the
+    largest change of a dequantized weight in units of its new step."""
+    from onnx import numpy_helper
+
+    prod, cons = producers(graph), consumers(graph)
+    inits = {i.name for i in graph.initializer}
+    changed, worst = 0, 0.0
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2]:
+        zp, scale = consts.get(dq.input[2]), consts.get(dq.input[1])
+        if zp is None or scale is None or zp.dtype != np.int8 or zp.any():
+            continue
+        axis = _attr(dq, "axis", 1)
+        w8, q = consts.get(dq.input[0]), prod.get(dq.input[0])
+        if w8 is not None and w8.dtype == np.int8 and dq.input[0] in inits:
+            steps = w8.astype(np.float64)
+        elif (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts and len(q.input) > 2
+              and q.input[1] == dq.input[1] and q.input[2] == dq.input[2]
+              and [c.op_type for c in cons.get(q.output[0], [])] == ["DequantizeLinear"]):
+            s = scale.reshape([-1 if i == axis % consts[q.input[0]].ndim else 1
+                               for i in range(consts[q.input[0]].ndim)]) if scale.size > 1 else scale
+            steps = np.clip(consts[q.input[0]].astype(np.float64) / s, -128, 127)
+        else:
+            continue
+        q7 = np.clip(np.rint(steps / 2), -64, 64)
+        worst = max(worst, float(np.abs(q7 - steps / 2).max()))
+        base = dq.name or dq.output[0]
+        graph.initializer.extend([numpy_helper.from_array(q7.astype(np.int8), f"{base}_w7"),
+                                  numpy_helper.from_array((scale * 2).astype(scale.dtype), f"{base}_scale_w7")])
+        dq.input[0], dq.input[1] = f"{base}_w7", f"{base}_scale_w7"
+        changed += 1
+    return {"weights_7bit": changed, "weight_7bit_max_step_error": round(worst, 4)}
 
 
 def fold_bias_into_matmul_integer(model) -> int:

@@ -5,6 +5,7 @@ them, from the same export.
 |---|---|
 | edgeft-<precision> | the target's engine (compile/<target>/engine) |
 | edgeft-fp32-reference | the target's FP32 reference engine |
+| edgeft-int8-u8s8, edgeft-int8-u8u8, edgeft-int8-u8s8-7bit | the run's Q/DQ export compiled for the target in another ONNX Runtime int8 kernel flavour (`onnxruntime.int8_kernels`), built into the bench folder; only on request, for ONNX Runtime int8 targets |
 | ort-fp32 | the optimum export (FP32) under ONNX Runtime's own optimizations (ORT_ENABLE_ALL) |
 | ort-dynamic, ort-dynamic-per-channel | `onnxruntime.quantization.quantize_dynamic` of that export, int8 weights per tensor / per channel |
 | ort-static | `quant_pre_process`, then `quantize_static` QDQ: per-channel int8 weights, uint8 activations, calibrated on the run's calibration inputs |
@@ -24,6 +25,8 @@ from edgeft_runtime.bench import EngineSpec
 from edgeft_runtime.fileio import read_json
 
 PEERS = ("ort-fp32", "ort-dynamic", "ort-dynamic-per-channel", "ort-static", "openvino-int8", "openvino-fp32", "torch-fp32")
+# int8 kernel flavours a bench can build for an ONNX Runtime int8 target (``--engines edgeft-int8-u8u8,...``)
+FLAVOURS = {f"edgeft-int8-{k.replace('_', '-')}": k for k in ("u8s8", "u8u8", "u8s8_7bit")}
 SIDECARS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
             "preprocessor.json", "labels.json")
 
@@ -121,17 +124,35 @@ def target_spec(ctx, target: str | None):
     return specs[name]
 
 
+def _flavours_apply(spec) -> bool:
+    return spec.backend == "onnxruntime-cpu" and spec.precision == "int8"
+
+
 def chosen_engines(spec, wanted: list[str] | None) -> list[str]:
-    """``--engines`` resolved (``edgeft`` = the target's engine), in order, each once; refused when unknown."""
+    """``--engines`` resolved (``edgeft`` = the target's engine), in order, each once; refused when unknown.
+    Without ``--engines``: the target's engines and every peer (kernel flavours only on request)."""
     own = f"edgeft-{spec.precision}"
     names = [own, "edgeft-fp32-reference", *PEERS]
+    offered = names + (list(FLAVOURS) if _flavours_apply(spec) else [])
     if wanted is not None and not wanted:
-        raise EdgeftError("--engines is empty", fix=f"pick from {', '.join(names)} (comma-separated), or drop --engines")
+        raise EdgeftError("--engines is empty", fix=f"pick from {', '.join(offered)} (comma-separated), or drop --engines")
     chosen = list(dict.fromkeys(names if not wanted else [own if w == "edgeft" else w for w in wanted]))
-    unknown = [w for w in chosen if w not in names]
+    unknown = [w for w in chosen if w not in offered]
     if unknown:
-        raise EdgeftError(f"--engines: unknown engine {unknown[0]!r}", fix=f"pick from {', '.join(names)}")
+        why = (f" (kernel flavours are for ONNX Runtime int8 targets; {spec.name} is {spec.backend} {spec.precision})"
+               if unknown[0] in FLAVOURS else "")
+        raise EdgeftError(f"--engines: unknown engine {unknown[0]!r}{why}", fix=f"pick from {', '.join(offered)}")
     return chosen
+
+
+def build_flavour(ctx, spec, flavour: str, dest: Path) -> tuple[Path, dict]:
+    """The run's Q/DQ export compiled for ``spec`` with ``onnxruntime.int8_kernels: flavour`` into ``dest``."""
+    from edgeft.backends.onnxruntime_cpu import OnnxRuntimeCPU
+
+    variant = spec.model_copy(update={"onnxruntime": spec.onnxruntime.model_copy(update={"int8_kernels": flavour})})
+    meta = OnnxRuntimeCPU().compile(ctx.require("export.int8_onnx"), variant, dest, precision="int8",
+                                    calibration_inputs=ctx.require("export.calibration_inputs"))
+    return dest / meta["file"], meta
 
 
 def planned_limits(ctx, spec, chosen: list[str]) -> list[EngineSpec]:
@@ -140,6 +161,22 @@ def planned_limits(ctx, spec, chosen: list[str]) -> list[EngineSpec]:
     own = _limits(spec, facts.modality)
     peers = _peer_limits(ctx.require("export.fp32_onnx").parent, facts.modality)
     return [EngineSpec(n, "", "", limits=own if n.startswith("edgeft") else peers) for n in chosen]
+
+
+def _saturation_notes(spec, names: list[str]) -> list[str]:
+    """u8s8 engines on a CPU whose u8s8 kernels add pairs into int16 (AVX2, AVX512 without VNNI): their outputs
+    here are not what they compute on a VNNI device, so the accuracy pass says so rather than the bench passing
+    a fast, wrong engine as a finding."""
+    from edgeft_runtime.hostinfo import current
+
+    host = current()
+    if host.isa_class not in ("avx2", "avx512"):
+        return []
+    own = f"edgeft-{spec.precision}"
+    u8s8 = [n for n in names if FLAVOURS.get(n) == "u8s8" or (n == own and _flavours_apply(spec) and spec.int8_kernels == "u8s8")]
+    return [f"{n}: u8s8 kernels on this CPU ({host.isa_class}, no VNNI) add u8 x s8 products in pairs into int16, "
+            "which saturates: its outputs and accuracy here differ from a VNNI CPU's (u8u8 or u8s8-7bit avoid it)"
+            for n in u8s8]
 
 
 def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
@@ -165,6 +202,11 @@ def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
                 continue
             engines.append(EngineSpec(n, "engine_dir", str(d), str(d), (d / meta["file"]).stat().st_size, limits,
                                       note=f"{meta['backend']}, {meta['precision']}"))
+        elif n in FLAVOURS:
+            log(f"bench: compiling {n} from the run's Q/DQ export")
+            model, meta = build_flavour(ctx, spec, FLAVOURS[n], work / "engines" / n)
+            engines.append(EngineSpec(n, "engine_dir", str(model.parent), str(model.parent), model.stat().st_size, limits,
+                                      note=f"{meta['backend']}, int8, int8_kernels {meta['int8_kernels']}"))
         elif n == "ort-fp32":
             engines.append(EngineSpec(n, "onnx", str(export_fp32), str(export_fp32.parent), export_fp32.stat().st_size,
                                       peer_limits, note="optimum export, ORT_ENABLE_ALL at load", extra={"optimization": "all"}))
@@ -189,6 +231,7 @@ def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
             engines.append(EngineSpec(n, "adapter", str(ctx.run_dir), str(export_fp32.parent), size, peer_limits,
                                       note="PyTorch eager, the fine-tuned baseline",
                                       extra={"adapter": "edgeft.benchmark.torch_engine:session"}))
+    notes += _saturation_notes(spec, [e.name for e in engines])
     if not engines:
         raise EdgeftError("no engine to benchmark here: " + "; ".join(notes), fix="pick engines that run on this host")
     return engines, notes

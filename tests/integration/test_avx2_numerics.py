@@ -71,7 +71,27 @@ def engines(tmp_path_factory):
     for name in ("x86-avx2-int8", "x86-avx512-int8"):
         meta = OnnxRuntimeCPU().compile(tmp / "qdq.onnx", load_target(name), tmp / name, precision="int8")
         assert meta["where_it_ran"]["int8_share"] == 1.0          # both layers really run in int8 kernels
+    meta = OnnxRuntimeCPU().compile(tmp / "qdq.onnx", _seven_bit_target(), tmp / "u8s8_7bit", precision="int8")
+    assert meta["int8_kernels"] == "u8s8_7bit" and meta["where_it_ran"]["int8_share"] == 1.0
+    _seven_bit_qdq(tmp / "qdq.onnx", tmp / "qdq7.onnx")
     return tmp
+
+
+def _seven_bit_target():
+    spec = load_target("x86-avx2-int8")
+    return spec.model_copy(update={"onnxruntime": spec.onnxruntime.model_copy(update={"int8_kernels": "u8s8_7bit"})})
+
+
+def _seven_bit_qdq(src, dest):
+    """The Q/DQ graph with its weights on the 7-bit grid: what the u8s8_7bit engine must compute."""
+    import onnx
+
+    from edgeft.backends.onnx_graph import constants
+    from edgeft.backends.qdq_ort import weights_to_7bit
+
+    model = onnx.load(str(src))
+    assert weights_to_7bit(model.graph, constants(model.graph))["weights_7bit"] == 2
+    onnx.save(model, str(dest))
 
 
 def test_avx2_engine_matches_its_qdq_graph_on_avx2_kernels(engines):
@@ -95,3 +115,21 @@ def test_both_flavours_are_exact_on_this_hosts_kernels(engines):
     got = open_engine(engines / "x86-avx2-int8").run({"x": x})
     for g, r in zip(got.values(), ref):
         assert float(np.abs(g - r).max()) < 1e-4 * float(np.abs(r).max())
+
+
+def test_u8s8_7bit_engine_is_exact_on_avx2_kernels_and_close_to_the_8bit_graph(engines):
+    """The reduce_range flavour keeps the u8s8 kernels (fast on AVX2) and cannot saturate there: on AVX2
+    kernels it computes its own 7-bit Q/DQ graph to float rounding, where the u8s8 engine is off by >5%.
+    Against the 8-bit graph it differs by the weight rounding only (each weight at most one 8-bit step)."""
+    err = run_on_avx2(COMPARE, str(engines / "x.npy"), str(engines / "qdq7.onnx"), str(engines / "u8s8_7bit"))
+    assert max(err[str(engines / "u8s8_7bit")]) < 1e-4, err
+    from edgeft.stages.export import reference_session
+
+    x = np.load(engines / "x.npy")
+    eight = reference_session(engines / "qdq.onnx").run(None, {"x": x})
+    seven = reference_session(engines / "qdq7.onnx").run(None, {"x": x})
+    mm_rel = float(np.abs(seven[0] - eight[0]).max()) / float(np.abs(eight[0]).max())
+    assert 0 < mm_rel < 0.02, mm_rel
+    # the Conv sums 576 products of re-rounded weights over an input the MatMul's error already moved
+    conv_rel = float(np.abs(seven[1] - eight[1]).max()) / float(np.abs(eight[1]).max())
+    assert 0 < conv_rel < 0.1, conv_rel

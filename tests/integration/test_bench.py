@@ -230,3 +230,32 @@ def test_data_file_gives_accuracy_and_agreement_with_the_fp32_reference(tiny_run
     assert {a["engine"] for a in acc} == {"edgeft-int8", "edgeft-fp32-reference"}
     assert all(a["examples"] == 8 and a["agreement_with"] == "edgeft-fp32-reference" for a in acc)
     assert next(a for a in acc if a["engine"] == "edgeft-fp32-reference")["top1_agreement"] == 1.0
+
+
+def test_kernel_flavours_are_compiled_on_request_and_their_outputs_checked(tiny_run, tmp_path, monkeypatch):
+    """`--engines edgeft-int8-u8u8,edgeft-int8-u8s8-7bit` compiles the run's Q/DQ export in those flavours
+    (the AVX2 flavour sweep of the speed issue); the u8u8 one computes the target engine's math exactly, the
+    7-bit one within its weight rounding. On a host whose u8s8 kernels saturate, u8s8 engines are flagged."""
+    monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 fma avx2")          # a CPU without VNNI
+    r = invoke("bench", tiny_run["out"], "--out", tmp_path / "o", "--engines",
+               "edgeft,edgeft-int8-u8u8,edgeft-int8-u8s8,edgeft-int8-u8s8-7bit", *FAST)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "o/bench.json").read_text())
+    notes = {e["name"]: e["note"] for e in doc["engines"]}
+    assert "int8_kernels u8s8_7bit" in notes["edgeft-int8-u8s8-7bit"] and "int8_kernels u8u8" in notes["edgeft-int8-u8u8"]
+    flagged = " ".join(doc["notes"])
+    assert "edgeft-int8-u8s8: u8s8 kernels on this CPU (avx2" in flagged and "edgeft-int8-u8u8:" not in flagged
+    acc = {a["engine"]: a for a in doc["accuracy"] if a["batch"] == 1}
+    assert acc["edgeft-int8-u8u8"]["accuracy"] == acc["edgeft-int8"]["accuracy"]
+    assert acc["edgeft-int8-u8s8-7bit"]["top1_agreement"] >= 0.75
+
+
+def test_kernel_flavours_are_refused_for_other_backends():
+    from edgeft.benchmark.engines import chosen_engines
+    from edgeft.errors import EdgeftError
+    from edgeft.targets import load_target
+
+    assert chosen_engines(load_target("x86-avx2-int8"), ["edgeft-int8-u8s8-7bit"]) == ["edgeft-int8-u8s8-7bit"]
+    assert "edgeft-int8-u8u8" not in chosen_engines(load_target("x86-avx2-int8"), None)     # only on request
+    with pytest.raises(EdgeftError, match="kernel flavours are for ONNX Runtime int8 targets"):
+        chosen_engines(load_target("x86-avx512-int8-openvino"), ["edgeft-int8-u8u8"])
