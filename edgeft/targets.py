@@ -91,6 +91,10 @@ class OrtOptions(Strict):
         "ONNX Runtime's reduce_range; not exact): x86 CPUs without VNNI add u8s8 products in pairs into int16 and "
         "saturate, u8u8 and u8s8_7bit kernels do not. auto: u8s8 for avx512_vnni and neon targets, u8u8 otherwise "
         "(avx2, and isa any, whose engine may meet a CPU without VNNI)")
+    dynamic_activations: Literal["none", "post_gelu", "all"] = Field(
+        "none", description="int8 engines: GEMMs that quantize their input per call over its own range "
+        "(DynamicQuantizeMatMul) instead of on the calibrated grid: post_gelu (the FFN down-projections) or all; "
+        "not exact, measure its accuracy (docs/usage.md)")
     load_optimization_level: Literal["disabled", "all"] = Field(
         "disabled", description="what ORT does when the engine is opened: 'disabled' (it is already optimized) "
         "or 'all', which adds the hardware-specific layout transforms (NCHWc) that cannot be saved portably; "

@@ -145,6 +145,21 @@ class FoldBiasIntoInt8MatMul(GraphPass):
 
 
 @register
+class DynamicActivations(GraphPass):
+    """``onnxruntime.dynamic_activations``: chosen int8 GEMMs quantize their input per call
+    (``DynamicQuantizeMatMul``) instead of on the calibrated grid; not exact. Runs after the q/k/v packing,
+    so ``QAttention`` keeps its calibrated input."""
+    name, exact, after_ort = "dynamic_activations", False, True
+
+    @classmethod
+    def applies(cls, ctx):
+        return ctx.precision == "int8" and ctx.target.onnxruntime.dynamic_activations != "none"
+
+    def __call__(self, model, ctx):
+        return qdq_ort.dynamic_activations(model, ctx.target.onnxruntime.dynamic_activations)
+
+
+@register
 class PackQKVAttention(GraphPass):
     """Attention and its q/k/v projections -> one ``QAttention``/``Attention`` node (one GEMM)."""
     name, exact, after_ort = "pack_qkv_attention", True, True
@@ -156,7 +171,8 @@ class PackQKVAttention(GraphPass):
 
 
 ORDER = ("dedupe_qdq", "weights_to_7bit", "gemm_bias_int32", "complete_conv_qdq", "activations_to_uint8", "weights_to_uint8",
-         "int8_embedding_tables", "fuse_attention", "fold_bias_into_int8_matmul", "pack_qkv_attention")
+         "int8_embedding_tables", "fuse_attention", "fold_bias_into_int8_matmul", "pack_qkv_attention",
+         "dynamic_activations")
 
 
 def plan(ctx: PassContext) -> list[type[GraphPass]]:
@@ -177,7 +193,8 @@ def run(model, passes: list[type[GraphPass]], ctx: PassContext) -> list[dict[str
 # engine.json's summary keys (kept stable for readers of earlier engines): pass name -> key
 _COUNT_KEYS = {"dedupe_qdq": "duplicate_qdq_removed", "gemm_bias_int32": "gemm_bias_int32",
                "activations_to_uint8": "activations_to_uint8", "weights_to_uint8": "weights_to_uint8",
-               "fold_bias_into_int8_matmul": "bias_folded_into_int8_matmul"}
+               "fold_bias_into_int8_matmul": "bias_folded_into_int8_matmul",
+               "dynamic_activations": "dynamic_activation_gemms"}
 
 
 def summary(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -210,7 +227,8 @@ def rewrite_for_ort(model, int8_embeddings: bool = True, calibration_feeds: list
     from types import SimpleNamespace
 
     target = SimpleNamespace(int8_kernels=int8_kernels,
-                             onnxruntime=SimpleNamespace(int8_embeddings=int8_embeddings, fuse_attention=False))
+                             onnxruntime=SimpleNamespace(int8_embeddings=int8_embeddings, fuse_attention=False,
+                                                         dynamic_activations="none"))
     ctx = PassContext(target, "int8", calibration_feeds)
     passes = [p for p in plan(ctx) if not p.after_ort]
     return summary(run(model, passes, ctx))[0]

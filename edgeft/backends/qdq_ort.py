@@ -240,6 +240,40 @@ def fold_bias_into_matmul_integer(model) -> int:
     return folded
 
 
+GELU_OPS = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")
+
+
+def dynamic_activations(model, which: str) -> int:
+    """After ORT's optimizer: ``MatMulIntegerToFloat(QuantizeLinear(x), W)`` -> ``DynamicQuantizeMatMul(x, W)``,
+    which quantizes ``x`` per call over its own range (asymmetric uint8) inside the GEMM instead of on the
+    calibrated grid. ``which``: ``post_gelu`` (only GEMMs whose input is a GELU's output: the FFN
+    down-projections, where a few tokens carry outlier activations that a calibrated range clips or coarsens)
+    or ``all``. Weights, their scales and the bias are kept. Not exact: the activation grid changes per call.
+    Returns how many GEMMs changed."""
+    from onnx import helper
+
+    g = model.graph
+    prod, cons = producers(g), consumers(g)
+    outputs = {o.name for o in g.output}
+    changed = 0
+    for mm in [n for n in g.node if n.op_type == "MatMulIntegerToFloat"]:
+        q = prod.get(mm.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        src = prod.get(q.input[0])
+        if which == "post_gelu" and (src is None or src.op_type not in GELU_OPS):
+            continue
+        a, w, _a_scale, w_scale, _a_zp, w_zp, bias = list(mm.input) + [""] * (7 - len(mm.input))
+        new = helper.make_node("DynamicQuantizeMatMul", [q.input[0], w, w_scale, w_zp, bias], list(mm.output),
+                               name=f"{mm.name or mm.output[0]}_dynamic", domain="com.microsoft")
+        g.node.insert(list(g.node).index(mm), new)
+        g.node.remove(mm)
+        if all(c is mm for c in cons.get(q.output[0], [])) and q.output[0] not in outputs:
+            g.node.remove(q)
+        changed += 1
+    return changed
+
+
 def int8_embedding_tables(graph, min_rows: int = EMBEDDING_MIN_ROWS) -> dict[str, Any]:
     """Store large embedding tables as int8 with one scale per row, gathered before dequantizing:
     ``Gather(W, ids)`` -> ``Cast(Gather(W_int8, ids)) * Gather(row_scale, ids)``. Only the looked-up rows

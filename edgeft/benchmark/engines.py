@@ -6,6 +6,7 @@ them, from the same export.
 | edgeft-<precision> | the target's engine (compile/<target>/engine) |
 | edgeft-fp32-reference | the target's FP32 reference engine |
 | edgeft-int8-u8s8, edgeft-int8-u8u8, edgeft-int8-u8s8-7bit | the run's Q/DQ export compiled for the target in another ONNX Runtime int8 kernel flavour (`onnxruntime.int8_kernels`), built into the bench folder; only on request, for ONNX Runtime int8 targets |
+| edgeft-int8-dynamic-post-gelu, edgeft-int8-dynamic-all | the same with `onnxruntime.dynamic_activations` set (GEMM inputs quantized per call) |
 | ort-fp32 | the optimum export (FP32) under ONNX Runtime's own optimizations (ORT_ENABLE_ALL) |
 | ort-dynamic, ort-dynamic-per-channel | `onnxruntime.quantization.quantize_dynamic` of that export, int8 weights per tensor / per channel |
 | ort-static | `quant_pre_process`, then `quantize_static` QDQ: per-channel int8 weights, uint8 activations, calibrated on the run's calibration inputs |
@@ -25,8 +26,10 @@ from edgeft_runtime.bench import EngineSpec
 from edgeft_runtime.fileio import read_json
 
 PEERS = ("ort-fp32", "ort-dynamic", "ort-dynamic-per-channel", "ort-static", "openvino-int8", "openvino-fp32", "torch-fp32")
-# int8 kernel flavours a bench can build for an ONNX Runtime int8 target (``--engines edgeft-int8-u8u8,...``)
-FLAVOURS = {f"edgeft-int8-{k.replace('_', '-')}": k for k in ("u8s8", "u8u8", "u8s8_7bit")}
+# ONNX Runtime int8 flavours a bench can build for an ONNX Runtime int8 target on request (``--engines
+# edgeft-int8-u8u8,...``): engine name -> the target's ``onnxruntime`` options it overrides
+FLAVOURS = {**{f"edgeft-int8-{k.replace('_', '-')}": {"int8_kernels": k} for k in ("u8s8", "u8u8", "u8s8_7bit")},
+            **{f"edgeft-int8-dynamic-{k.replace('_', '-')}": {"dynamic_activations": k} for k in ("post_gelu", "all")}}
 SIDECARS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
             "preprocessor.json", "labels.json")
 
@@ -145,11 +148,11 @@ def chosen_engines(spec, wanted: list[str] | None) -> list[str]:
     return chosen
 
 
-def build_flavour(ctx, spec, flavour: str, dest: Path) -> tuple[Path, dict]:
-    """The run's Q/DQ export compiled for ``spec`` with ``onnxruntime.int8_kernels: flavour`` into ``dest``."""
+def build_flavour(ctx, spec, options: dict, dest: Path) -> tuple[Path, dict]:
+    """The run's Q/DQ export compiled for ``spec`` with its ``onnxruntime`` options updated by ``options``."""
     from edgeft.backends.onnxruntime_cpu import OnnxRuntimeCPU
 
-    variant = spec.model_copy(update={"onnxruntime": spec.onnxruntime.model_copy(update={"int8_kernels": flavour})})
+    variant = spec.model_copy(update={"onnxruntime": spec.onnxruntime.model_copy(update=options)})
     meta = OnnxRuntimeCPU().compile(ctx.require("export.int8_onnx"), variant, dest, precision="int8",
                                     calibration_inputs=ctx.require("export.calibration_inputs"))
     return dest / meta["file"], meta
@@ -173,7 +176,8 @@ def _saturation_notes(spec, names: list[str]) -> list[str]:
     if host.isa_class not in ("avx2", "avx512"):
         return []
     own = f"edgeft-{spec.precision}"
-    u8s8 = [n for n in names if FLAVOURS.get(n) == "u8s8" or (n == own and _flavours_apply(spec) and spec.int8_kernels == "u8s8")]
+    u8s8 = [n for n in names if (n in FLAVOURS and FLAVOURS[n].get("int8_kernels", spec.int8_kernels) == "u8s8")
+            or (n == own and _flavours_apply(spec) and spec.int8_kernels == "u8s8")]
     return [f"{n}: u8s8 kernels on this CPU ({host.isa_class}, no VNNI) add u8 x s8 products in pairs into int16, "
             "which saturates: its outputs and accuracy here differ from a VNNI CPU's (u8u8 or u8s8-7bit avoid it)"
             for n in u8s8]
@@ -205,8 +209,10 @@ def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
         elif n in FLAVOURS:
             log(f"bench: compiling {n} from the run's Q/DQ export")
             model, meta = build_flavour(ctx, spec, FLAVOURS[n], work / "engines" / n)
+            opts = ", ".join(f"{k} {v}" for k, v in FLAVOURS[n].items())
             engines.append(EngineSpec(n, "engine_dir", str(model.parent), str(model.parent), model.stat().st_size, limits,
-                                      note=f"{meta['backend']}, int8, int8_kernels {meta['int8_kernels']}"))
+                                      note=f"{meta['backend']}, int8, int8_kernels {meta['int8_kernels']}"
+                                           + ("" if "int8_kernels" in FLAVOURS[n] else f", {opts}")))
         elif n == "ort-fp32":
             engines.append(EngineSpec(n, "onnx", str(export_fp32), str(export_fp32.parent), export_fp32.stat().st_size,
                                       peer_limits, note="optimum export, ORT_ENABLE_ALL at load", extra={"optimization": "all"}))

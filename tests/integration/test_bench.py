@@ -238,11 +238,12 @@ def test_kernel_flavours_are_compiled_on_request_and_their_outputs_checked(tiny_
     7-bit one within its weight rounding. On a host whose u8s8 kernels saturate, u8s8 engines are flagged."""
     monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 fma avx2")          # a CPU without VNNI
     r = invoke("bench", tiny_run["out"], "--out", tmp_path / "o", "--engines",
-               "edgeft,edgeft-int8-u8u8,edgeft-int8-u8s8,edgeft-int8-u8s8-7bit", *FAST)
+               "edgeft,edgeft-int8-u8u8,edgeft-int8-u8s8,edgeft-int8-u8s8-7bit,edgeft-int8-dynamic-all", *FAST)
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "o/bench.json").read_text())
     notes = {e["name"]: e["note"] for e in doc["engines"]}
     assert "int8_kernels u8s8_7bit" in notes["edgeft-int8-u8s8-7bit"] and "int8_kernels u8u8" in notes["edgeft-int8-u8u8"]
+    assert "dynamic_activations all" in notes["edgeft-int8-dynamic-all"]
     flagged = " ".join(doc["notes"])
     assert "edgeft-int8-u8s8: u8s8 kernels on this CPU (avx2" in flagged and "edgeft-int8-u8u8:" not in flagged
     acc = {a["engine"]: a for a in doc["accuracy"] if a["batch"] == 1}

@@ -335,6 +335,49 @@ def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, t
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.parametrize("which", ["post_gelu", "all"])
+def test_dynamic_activations_quantize_chosen_gemm_inputs_per_call(tiny_run, tmp_path, which):
+    """`onnxruntime.dynamic_activations`: the FFN down-projections (post_gelu) or every int8 GEMM but the
+    packed attention (all) take float inputs into DynamicQuantizeMatMul; their calibrated QuantizeLinear goes,
+    everything stays in int8 kernels, and the logits stay within a tenth of the static engine's range."""
+    import shutil
+
+    import onnx
+
+    from edgeft_runtime.session import open_engine
+    from edgeft_runtime.text import TextPreprocessor
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run["out"], run_dir)
+    target = tmp_path / "dyn.yaml"
+    target.write_text(tiny_run["target"].read_text().replace(
+        "onnxruntime: {int8_embeddings: false}", f"onnxruntime: {{int8_embeddings: false, dynamic_activations: {which}}}"))
+    r = invoke("compile", run_dir, "--target", target)
+    assert r.exit_code == 0, r.output
+    eng_dir = run_dir / "compile/test-int8/engine"
+    meta = json.loads((eng_dir / "engine.json").read_text())
+    static = onnx.load(str(tiny_run["out"] / "compile/test-int8/engine/model.onnx")).graph
+    graph = onnx.load(str(eng_dir / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    layers = sum(1 for n in static.node if n.op_type in ("QAttention", "Attention"))
+    assert layers >= 1 and ops.count("QAttention") == layers                     # attention keeps its grid
+    dyn = [n for n in graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    prod = {o: n for n in graph.node for o in n.output}
+    if which == "post_gelu":
+        assert len(dyn) == layers and all("Gelu" in prod[n.input[0]].op_type for n in dyn)
+    else:
+        assert len(dyn) == sum(1 for n in static.node if n.op_type == "MatMulIntegerToFloat")
+    assert meta["qdq_rewrites"]["dynamic_activation_gemms"] == len(dyn)
+    assert ops.count("QuantizeLinear") == sum(n.op_type == "QuantizeLinear" for n in static.node) - len(dyn)
+    assert meta["where_it_ran"]["int8_share"] == 1.0
+    a, b = open_engine(eng_dir), open_engine(tiny_run["out"] / "compile/test-int8/engine")
+    pre = TextPreprocessor(eng_dir, 32)
+    for t in ["turn on the kitchen lights", "play some jazz please", "what's the weather tomorrow"]:
+        feeds = pre([t], a.input_names)
+        x, y = a.run(feeds)["logits"], b.run(feeds)["logits"]
+        assert np.abs(x - y).max() <= 0.1 * np.abs(y).max()
+
+
 def test_keep_fp32_one_layer_runs_it_in_float_and_an_unknown_name_exits_1(tiny_run, tmp_path):
     import shutil
 
