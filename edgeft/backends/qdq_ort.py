@@ -165,23 +165,43 @@ def weights_to_unsigned(graph, consts: dict[str, np.ndarray]) -> int:
     return changed
 
 
+WEIGHT_READERS = ("MatMul", "Gemm", "Conv")
+
+
+def _int32_bias(node, prod, consts) -> bool:
+    """Whether a Gemm/Conv already carries an int32 bias on the ``x_scale * w_scale`` grid (a new weight scale
+    would rescale it)."""
+    if node.op_type not in ("Gemm", "Conv") or len(node.input) < 3 or not node.input[2]:
+        return False
+    b = prod.get(node.input[2])
+    return (b is not None and b.op_type == "DequantizeLinear" and b.input[0] in consts
+            and consts[b.input[0]].dtype == np.int32)
+
+
 def weights_to_7bit(graph, consts: dict[str, np.ndarray]) -> dict[str, Any]:
     """Signed symmetric weights re-gridded to 7 bits: ``q7 = round(q8 / 2)`` at twice the scale, stored int8
-    in [-64, 64] (ONNX Runtime's ``reduce_range``). x86 CPUs without VNNI add u8 x s8 products in pairs into
-    int16 (``vpmaddubsw``); with |w| <= 64 a pair stays within 255 * 64 * 2 = 32640, so the fast u8s8 kernels
-    are exact there. Not exact against the 8-bit graph: each weight moves by at most half a 7-bit step (one
-    8-bit step); the rounding from the float weight is used where the Q/DQ graph still has it.
+    in [-64, 64] (ONNX Runtime's ``reduce_range`` range). x86 CPUs without VNNI (AVX2, and AVX512 without
+    VNNI) add u8 x s8 products in pairs into int16 (``vpmaddubsw``, in MLAS's GEMM and QLinearConv kernels);
+    with |w| <= 64 a pair stays within 255 * 64 * 2 = 32640, so the fast u8s8 kernels are exact there. Not
+    exact against the 8-bit graph: each weight moves by at most half a 7-bit step (one 8-bit step); the
+    rounding from the float weight is used where the Q/DQ graph still has it.
 
-    Handles a ``DequantizeLinear`` of an int8 constant and a ``QuantizeLinear`` of a float constant feeding
-    only its ``DequantizeLinear`` (both become ``DQ(q7, 2s, 0)``). Returns how many weights changed and the
-    largest change of a dequantized weight in units of its new step."""
+    Only weights read by MatMul, Gemm or Conv (what runs in u8s8 kernels). Handles a ``DequantizeLinear`` of
+    an int8 constant (zero point 0 or absent) and a ``QuantizeLinear`` of a float constant feeding only its
+    ``DequantizeLinear`` (both become ``DQ(q7, 2s)``). A layer that already has an int32 bias tied to the
+    weight scale is left as it is. Returns how many weights changed, how many were left for that bias, and
+    the largest change of a dequantized weight in units of its new step."""
     from onnx import numpy_helper
 
     prod, cons = producers(graph), consumers(graph)
     inits = {i.name for i in graph.initializer}
-    changed, worst = 0, 0.0
-    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2]:
-        zp, scale = consts.get(dq.input[2]), consts.get(dq.input[1])
+    changed, kept, worst = 0, 0, 0.0
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        readers = cons.get(dq.output[0], [])
+        if not readers or any(r.op_type not in WEIGHT_READERS for r in readers):
+            continue
+        zp = consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.int8)
+        scale = consts.get(dq.input[1])
         if zp is None or scale is None or zp.dtype != np.int8 or zp.any():
             continue
         axis = _attr(dq, "axis", 1)
@@ -196,6 +216,9 @@ def weights_to_7bit(graph, consts: dict[str, np.ndarray]) -> dict[str, Any]:
             steps = np.clip(consts[q.input[0]].astype(np.float64) / s, -128, 127)
         else:
             continue
+        if any(_int32_bias(r, prod, consts) for r in readers):
+            kept += 1
+            continue
         q7 = np.clip(np.rint(steps / 2), -64, 64)
         worst = max(worst, float(np.abs(q7 - steps / 2).max()))
         base = dq.name or dq.output[0]
@@ -203,7 +226,8 @@ def weights_to_7bit(graph, consts: dict[str, np.ndarray]) -> dict[str, Any]:
                                   numpy_helper.from_array((scale * 2).astype(scale.dtype), f"{base}_scale_w7")])
         dq.input[0], dq.input[1] = f"{base}_w7", f"{base}_scale_w7"
         changed += 1
-    return {"weights_7bit": changed, "weight_7bit_max_step_error": round(worst, 4)}
+    return {"weights_7bit": changed, "weights_7bit_kept_for_int32_bias": kept,
+            "weight_7bit_max_step_error": round(worst, 4)}
 
 
 def fold_bias_into_matmul_integer(model) -> int:
@@ -245,20 +269,22 @@ GELU_OPS = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")
 
 def dynamic_activations(model, which: str) -> int:
     """After ORT's optimizer: ``MatMulIntegerToFloat(QuantizeLinear(x), W)`` -> ``DynamicQuantizeMatMul(x, W)``,
-    which quantizes ``x`` per call over its own range (asymmetric uint8) inside the GEMM instead of on the
-    calibrated grid. ``which``: ``post_gelu`` (only GEMMs whose input is a GELU's output: the FFN
-    down-projections, where a few tokens carry outlier activations that a calibrated range clips or coarsens)
-    or ``all``. Weights, their scales and the bias are kept. Not exact: the activation grid changes per call.
-    Returns how many GEMMs changed."""
+    which quantizes ``x`` inside the GEMM on each call to asymmetric uint8 over the min/max of the whole tensor
+    (every row, token and padding position of the batch) instead of on the calibrated grid. So nothing is
+    clipped, but one outlier token sets the step for the whole tensor, and a sample's result can depend on the
+    rest of its batch. ``which``: ``post_gelu`` (only GEMMs whose input is a GELU's output: the FFN
+    down-projections, where a few tokens carry outlier activations that a calibrated range clips) or ``all``.
+    Constant weights only; weights, their scales and the bias are kept. Not exact. Returns how many GEMMs
+    changed."""
     from onnx import helper
 
     g = model.graph
-    prod, cons = producers(g), consumers(g)
-    outputs = {o.name for o in g.output}
+    prod = producers(g)
+    weights = {i.name for i in g.initializer}
     changed = 0
     for mm in [n for n in g.node if n.op_type == "MatMulIntegerToFloat"]:
         q = prod.get(mm.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
+        if q is None or q.op_type != "QuantizeLinear" or len(mm.input) < 4 or mm.input[1] not in weights:
             continue
         src = prod.get(q.input[0])
         if which == "post_gelu" and (src is None or src.op_type not in GELU_OPS):
@@ -268,9 +294,11 @@ def dynamic_activations(model, which: str) -> int:
                                name=f"{mm.name or mm.output[0]}_dynamic", domain="com.microsoft")
         g.node.insert(list(g.node).index(mm), new)
         g.node.remove(mm)
-        if all(c is mm for c in cons.get(q.output[0], [])) and q.output[0] not in outputs:
-            g.node.remove(q)
         changed += 1
+    # a QuantizeLinear that fed only converted GEMMs (one may feed several) has no reader left
+    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for q in [n for n in g.node if n.op_type == "QuantizeLinear" and n.output[0] not in read]:
+        g.node.remove(q)
     return changed
 
 

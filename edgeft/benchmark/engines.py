@@ -25,6 +25,8 @@ from edgeft.errors import EdgeftError
 from edgeft_runtime.bench import EngineSpec
 from edgeft_runtime.fileio import read_json
 
+# peers ORT's quantizers build with QInt8 weights at full range and uint8 activations: u8s8 kernels
+U8S8_PEERS = ("ort-dynamic", "ort-dynamic-per-channel", "ort-static")
 PEERS = ("ort-fp32", "ort-dynamic", "ort-dynamic-per-channel", "ort-static", "openvino-int8", "openvino-fp32", "torch-fp32")
 # ONNX Runtime int8 flavours a bench can build for an ONNX Runtime int8 target on request (``--engines
 # edgeft-int8-u8u8,...``): engine name -> the target's ``onnxruntime`` options it overrides
@@ -177,7 +179,8 @@ def _saturation_notes(spec, names: list[str]) -> list[str]:
         return []
     own = f"edgeft-{spec.precision}"
     u8s8 = [n for n in names if (n in FLAVOURS and FLAVOURS[n].get("int8_kernels", spec.int8_kernels) == "u8s8")
-            or (n == own and _flavours_apply(spec) and spec.int8_kernels == "u8s8")]
+            or (n == own and _flavours_apply(spec) and spec.int8_kernels == "u8s8")
+            or n in U8S8_PEERS]
     return [f"{n}: u8s8 kernels on this CPU ({host.isa_class}, no VNNI) add u8 x s8 products in pairs into int16, "
             "which saturates: its outputs and accuracy here differ from a VNNI CPU's (u8u8 or u8s8-7bit avoid it)"
             for n in u8s8]

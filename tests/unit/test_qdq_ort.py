@@ -64,3 +64,67 @@ def test_asymmetric_or_unsigned_weights_are_left_alone():
     assert result["weights_7bit"] == 1
     dq = next(x for x in g.node if x.output[0] == "w1d")
     assert dq.input[0] == "w1q"
+
+
+def test_only_weights_of_matmul_gemm_conv_move_and_a_missing_zero_point_counts_as_zero():
+    from onnx import helper as h
+
+    w = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    init = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.5, np.float32), "s"),
+            numpy_helper.from_array(w.copy(), "table"), numpy_helper.from_array(np.array([1, 2], np.int64), "ids")]
+    nodes = [h.make_node("DequantizeLinear", ["w", "s"], ["wd"]),            # no zero point: 0
+             h.make_node("MatMul", ["x", "wd"], ["y"]),
+             h.make_node("DequantizeLinear", ["table", "s"], ["td"]),        # read by a Gather: left alone
+             h.make_node("Gather", ["td", "ids"], ["e"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 16])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None), h.make_tensor_value_info("e", T.FLOAT, None)], init)
+    assert weights_to_7bit(g, constants(g))["weights_7bit"] == 1
+    moved, table = [n for n in g.node if n.op_type == "DequantizeLinear"]
+    assert moved.input[0].endswith("_w7") and np.abs(constants(g)[moved.input[0]]).max() <= 64
+    assert list(table.input) == ["table", "s"]
+
+
+def test_a_gemm_with_an_int32_bias_on_the_weight_grid_keeps_its_weights():
+    from onnx import helper as h
+
+    w = np.arange(-64, 64, dtype=np.int8).reshape(8, 16)
+    init = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.5, np.float32), "s"),
+            numpy_helper.from_array(np.array(0, np.int8), "z"),
+            numpy_helper.from_array(np.arange(8, dtype=np.int32), "b32"),
+            numpy_helper.from_array(np.array(0.05, np.float32), "bs"), numpy_helper.from_array(np.array(0, np.int32), "bz")]
+    nodes = [h.make_node("DequantizeLinear", ["w", "s", "z"], ["wd"]),
+             h.make_node("DequantizeLinear", ["b32", "bs", "bz"], ["bd"]),
+             h.make_node("Gemm", ["x", "wd", "bd"], ["y"], transB=1)]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 16])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], init)
+    r = weights_to_7bit(g, constants(g))
+    assert r["weights_7bit"] == 0 and r["weights_7bit_kept_for_int32_bias"] == 1
+    assert g.node[0].input[0] == "w"
+
+
+def test_dynamic_activations_converts_constant_weight_gemms_and_drops_their_shared_quantizer():
+    from onnx import helper as h
+
+    from edgeft.backends.qdq_ort import dynamic_activations
+
+    w = np.ones((16, 8), np.int8)
+    init = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.1, np.float32), "xs"),
+            numpy_helper.from_array(np.array(128, np.uint8), "xz"), numpy_helper.from_array(np.full(8, 0.01, np.float32), "ws"),
+            numpy_helper.from_array(np.zeros(8, np.int8), "wz")]
+    mm = lambda b, o: h.make_node("MatMulIntegerToFloat", ["xq", b, "xs", "ws", "xz", "wz"], [o],  # noqa: E731
+                                  domain="com.microsoft")
+    nodes = [h.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), mm("w", "y1"), mm("w", "y2"),
+             h.make_node("QuantizeLinear", ["x2", "xs", "xz"], ["x2q"]),
+             h.make_node("MatMulIntegerToFloat", ["xq", "x2q", "xs", "xs", "xz", "xz"], ["y3"], domain="com.microsoft")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 16]), h.make_tensor_value_info("x2", T.FLOAT, [16, 8])],
+                     [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("y1", "y2", "y3")], init)
+    model = helper.make_model(g)
+    assert dynamic_activations(model, "all") == 2                       # y3 multiplies two activations: kept
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("DynamicQuantizeMatMul") == 2 and ops.count("MatMulIntegerToFloat") == 1
+    assert ops.count("QuantizeLinear") == 2                              # xq still feeds y3
+    model.graph.node.remove(next(n for n in model.graph.node if n.output[0] == "y3"))
+    model.graph.output.pop()
+    assert dynamic_activations(model, "all") == 0
+    # with nothing reading it any more, the shared quantizer goes (x2's too)
+    assert [n.op_type for n in model.graph.node].count("QuantizeLinear") == 0
