@@ -207,8 +207,9 @@ def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
                 notes.append(f"{n}: left out, a TensorRT build kit (no engine was built here); bench it on the device "
                              "with `edgeft-runtime bench BUNDLE`")
                 continue
+            flavour = f", int8_kernels {meta['int8_kernels']}" if meta.get("int8_kernels") else ""
             engines.append(EngineSpec(n, "engine_dir", str(d), str(d), (d / meta["file"]).stat().st_size, limits,
-                                      note=f"{meta['backend']}, {meta['precision']}"))
+                                      note=f"{meta['backend']}, {meta['precision']}{flavour}"))
         elif n in FLAVOURS:
             log(f"bench: compiling {n} from the run's Q/DQ export")
             model, meta = build_flavour(ctx, spec, FLAVOURS[n], work / "engines" / n)

@@ -313,7 +313,9 @@ def bench() -> None:
               "(a grid; repeatable) [default: the target's opt shape, runtime's default threads].")
 @click.option("--engines", help="Comma-separated engines [default: all that run here]: edgeft (the target's engine), "
               "edgeft-fp32-reference, ort-fp32, ort-dynamic, ort-dynamic-per-channel, ort-static, openvino-int8, "
-              "openvino-fp32, torch-fp32.")
+              "openvino-fp32, torch-fp32. Only when named, for ONNX Runtime int8 targets: the target's engine rebuilt "
+              "in another int8 flavour, edgeft-int8-u8s8, edgeft-int8-u8u8, edgeft-int8-u8s8-7bit, "
+              "edgeft-int8-dynamic-post-gelu, edgeft-int8-dynamic-all (docs/usage.md, int8_kernels).")
 @click.option("--target", help="Which of the run's targets [default: its first].")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), help="CSV/JSONL with `text` (or `image`) and "
               "`label` columns for accuracy per batch size [default: the run's test split].")

@@ -244,6 +244,7 @@ def test_kernel_flavours_are_compiled_on_request_and_their_outputs_checked(tiny_
     notes = {e["name"]: e["note"] for e in doc["engines"]}
     assert "int8_kernels u8s8_7bit" in notes["edgeft-int8-u8s8-7bit"] and "int8_kernels u8u8" in notes["edgeft-int8-u8u8"]
     assert "dynamic_activations all" in notes["edgeft-int8-dynamic-all"]
+    assert notes["edgeft-int8"].endswith("int8_kernels u8u8")          # the run's own engine names its flavour too
     flagged = " ".join(doc["notes"])
     assert "edgeft-int8-u8s8: u8s8 kernels on this CPU (avx2" in flagged and "edgeft-int8-u8u8:" not in flagged
     acc = {a["engine"]: a for a in doc["accuracy"] if a["batch"] == 1}
