@@ -203,6 +203,13 @@ def capability_problems(spec: TargetSpec) -> list[str]:
         out.append(f"device.kind: {spec.backend} runs on {list(caps.device_kinds)}, not {spec.device.kind!r}")
     if spec.device.isa not in caps.isas:
         out.append(f"device.isa: {spec.backend} knows {list(caps.isas)}, not {spec.device.isa!r}")
+    ort_int8 = spec.backend == "onnxruntime-cpu" and spec.precision == "int8"
+    if ort_int8 and spec.onnxruntime.int8_kernels == "u8s8" and spec.device.isa in ("avx2", "any"):
+        out.append(f"onnxruntime.int8_kernels: u8s8 on an isa {spec.device.isa!r} target computes wrong sums on CPUs "
+                   "without VNNI (pairs of u8 x s8 products saturate in int16): use u8u8 or u8s8_7bit (or auto)")
+    if not ort_int8 and spec.onnxruntime.dynamic_activations != "none":
+        out.append(f"onnxruntime.dynamic_activations: applies to onnxruntime-cpu int8 targets only, not "
+                   f"{spec.backend} {spec.precision}: remove it")
     return out
 
 
