@@ -113,6 +113,11 @@ class TargetSpec(Strict):
     onnxruntime: OrtOptions = Field(default_factory=OrtOptions)
 
     @property
+    def ort_int8(self) -> bool:
+        """An ONNX Runtime int8 engine: what the ``onnxruntime`` int8 options and kernel flavours apply to."""
+        return self.backend == "onnxruntime-cpu" and self.precision == "int8"
+
+    @property
     def int8_kernels(self) -> str:
         """The int8 flavour this target's ONNX Runtime engine is built in (``onnxruntime.int8_kernels``, resolved)."""
         if self.onnxruntime.int8_kernels != "auto":
@@ -203,11 +208,10 @@ def capability_problems(spec: TargetSpec) -> list[str]:
         out.append(f"device.kind: {spec.backend} runs on {list(caps.device_kinds)}, not {spec.device.kind!r}")
     if spec.device.isa not in caps.isas:
         out.append(f"device.isa: {spec.backend} knows {list(caps.isas)}, not {spec.device.isa!r}")
-    ort_int8 = spec.backend == "onnxruntime-cpu" and spec.precision == "int8"
-    if ort_int8 and spec.onnxruntime.int8_kernels == "u8s8" and spec.device.isa in ("avx2", "any"):
+    if spec.ort_int8 and spec.onnxruntime.int8_kernels == "u8s8" and spec.device.isa in ("avx2", "any"):
         out.append(f"onnxruntime.int8_kernels: u8s8 on an isa {spec.device.isa!r} target computes wrong sums on CPUs "
                    "without VNNI (pairs of u8 x s8 products saturate in int16): use u8u8 or u8s8_7bit (or auto)")
-    if not ort_int8 and spec.onnxruntime.dynamic_activations != "none":
+    if not spec.ort_int8 and spec.onnxruntime.dynamic_activations != "none":
         out.append(f"onnxruntime.dynamic_activations: applies to onnxruntime-cpu int8 targets only, not "
                    f"{spec.backend} {spec.precision}: remove it")
     return out

@@ -135,6 +135,18 @@ def to_unsigned_activations(graph, consts: dict[str, np.ndarray]) -> int:
     return changed
 
 
+def _weight_form(dq, consts, prod, cons, inits):
+    """How a ``DequantizeLinear`` gets a constant weight: ``("int8", w)`` from an int8 initializer, ``("qdq", q)``
+    from a ``QuantizeLinear`` of a float constant that feeds only this DQ (what QAT exports write); else None."""
+    w, q = consts.get(dq.input[0]), prod.get(dq.input[0])
+    if w is not None and w.dtype == np.int8 and dq.input[0] in inits:
+        return "int8", w
+    if (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts and len(q.input) > 2
+            and [c.op_type for c in cons.get(q.output[0], [])] == ["DequantizeLinear"]):
+        return "qdq", q
+    return None
+
+
 def weights_to_unsigned(graph, consts: dict[str, np.ndarray]) -> int:
     """Signed weights at zero point 0 -> uint8 at zero point 128 (``w + 128``: the same values), for
     ``DequantizeLinear`` of an int8 constant and for ``QuantizeLinear`` of a float constant (both forms
@@ -145,20 +157,19 @@ def weights_to_unsigned(graph, consts: dict[str, np.ndarray]) -> int:
     prod, cons = producers(graph), consumers(graph)
     inits = {i.name for i in graph.initializer}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and len(n.input) > 2]:
-        w, zp = consts.get(dq.input[0]), consts.get(dq.input[2])
-        q = prod.get(dq.input[0])
+        zp = consts.get(dq.input[2])
         if zp is None or zp.dtype != np.int8 or zp.any():
+            continue
+        form = _weight_form(dq, consts, prod, cons, inits)
+        if form is None:
             continue
         base = dq.name or dq.output[0]
         new_zp = numpy_helper.from_array(np.full(zp.shape, 128, np.uint8), f"{base}_zero_point_u8")
-        if w is not None and w.dtype == np.int8 and dq.input[0] in inits:
-            graph.initializer.append(numpy_helper.from_array((w.astype(np.int16) + 128).astype(np.uint8), f"{base}_u8"))
+        if form[0] == "int8":
+            graph.initializer.append(numpy_helper.from_array((form[1].astype(np.int16) + 128).astype(np.uint8), f"{base}_u8"))
             dq.input[0] = f"{base}_u8"
-        elif (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts and len(q.input) > 2
-              and [c.op_type for c in cons.get(q.output[0], [])] == ["DequantizeLinear"]):
-            q.input[2] = new_zp.name
         else:
-            continue
+            form[1].input[2] = new_zp.name
         graph.initializer.append(new_zp)
         dq.input[2] = new_zp.name
         changed += 1
@@ -204,16 +215,16 @@ def weights_to_7bit(graph, consts: dict[str, np.ndarray]) -> dict[str, Any]:
         scale = consts.get(dq.input[1])
         if zp is None or scale is None or zp.dtype != np.int8 or zp.any():
             continue
-        axis = _attr(dq, "axis", 1)
-        w8, q = consts.get(dq.input[0]), prod.get(dq.input[0])
-        if w8 is not None and w8.dtype == np.int8 and dq.input[0] in inits:
-            steps = w8.astype(np.float64)
-        elif (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in consts and len(q.input) > 2
-              and q.input[1] == dq.input[1] and q.input[2] == dq.input[2]
-              and [c.op_type for c in cons.get(q.output[0], [])] == ["DequantizeLinear"]):
-            s = scale.reshape([-1 if i == axis % consts[q.input[0]].ndim else 1
-                               for i in range(consts[q.input[0]].ndim)]) if scale.size > 1 else scale
-            steps = np.clip(consts[q.input[0]].astype(np.float64) / s, -128, 127)
+        form = _weight_form(dq, consts, prod, cons, inits)
+        if form is None:
+            continue
+        if form[0] == "int8":
+            steps = form[1].astype(np.float64)
+        elif form[1].input[1:3] == dq.input[1:3]:      # re-rounded from the float weight on the DQ's own grid
+            w = consts[form[1].input[0]]
+            axis = _attr(dq, "axis", 1) % w.ndim
+            s = scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)]) if scale.size > 1 else scale
+            steps = np.clip(w.astype(np.float64) / s, -128, 127)
         else:
             continue
         if any(_int32_bias(r, prod, consts) for r in readers):
@@ -289,7 +300,7 @@ def dynamic_activations(model, which: str) -> int:
         src = prod.get(q.input[0])
         if which == "post_gelu" and (src is None or src.op_type not in GELU_OPS):
             continue
-        a, w, _a_scale, w_scale, _a_zp, w_zp, bias = list(mm.input) + [""] * (7 - len(mm.input))
+        _x, w, _x_scale, w_scale, _x_zp, w_zp, bias = list(mm.input) + [""] * (7 - len(mm.input))
         new = helper.make_node("DynamicQuantizeMatMul", [q.input[0], w, w_scale, w_zp, bias], list(mm.output),
                                name=f"{mm.name or mm.output[0]}_dynamic", domain="com.microsoft")
         g.node.insert(list(g.node).index(mm), new)

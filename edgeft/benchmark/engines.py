@@ -129,16 +129,12 @@ def target_spec(ctx, target: str | None):
     return specs[name]
 
 
-def _flavours_apply(spec) -> bool:
-    return spec.backend == "onnxruntime-cpu" and spec.precision == "int8"
-
-
 def chosen_engines(spec, wanted: list[str] | None) -> list[str]:
     """``--engines`` resolved (``edgeft`` = the target's engine), in order, each once; refused when unknown.
     Without ``--engines``: the target's engines and every peer (kernel flavours only on request)."""
     own = f"edgeft-{spec.precision}"
     names = [own, "edgeft-fp32-reference", *PEERS]
-    offered = names + (list(FLAVOURS) if _flavours_apply(spec) else [])
+    offered = names + (list(FLAVOURS) if spec.ort_int8 else [])
     if wanted is not None and not wanted:
         raise EdgeftError("--engines is empty", fix=f"pick from {', '.join(offered)} (comma-separated), or drop --engines")
     chosen = list(dict.fromkeys(names if not wanted else [own if w == "edgeft" else w for w in wanted]))
@@ -179,7 +175,7 @@ def _saturation_notes(spec, names: list[str]) -> list[str]:
         return []
     own = f"edgeft-{spec.precision}"
     u8s8 = [n for n in names if (n in FLAVOURS and FLAVOURS[n].get("int8_kernels", spec.int8_kernels) == "u8s8")
-            or (n == own and _flavours_apply(spec) and spec.int8_kernels == "u8s8")
+            or (n == own and spec.ort_int8 and spec.int8_kernels == "u8s8")
             or n in U8S8_PEERS]
     return [f"{n}: u8s8 kernels on this CPU ({host.isa_class}, no VNNI) add u8 x s8 products in pairs into int16, "
             "which saturates: its outputs and accuracy here differ from a VNNI CPU's (u8u8 or u8s8-7bit avoid it)"

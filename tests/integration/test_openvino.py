@@ -3,7 +3,6 @@ verify, and a bundle the device runtime checks through OpenVINO."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeft.cli.commands import cli
+from tests.variants import run_with_target
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'edgeft[openvino]')")
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -24,12 +24,9 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def ov_run(tiny_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ov")
-    run_dir = tmp / "run"
-    shutil.copytree(tiny_run["out"], run_dir)
-    target = tmp / "ov-int8.yaml"
-    target.write_text(tiny_run["target"].read_text().replace("name: test-int8", "name: ov-int8")
-                      .replace("backend: onnxruntime-cpu", "backend: openvino-cpu")
-                      .replace("onnxruntime: {int8_embeddings: false}\n", ""))
+    run_dir, target = run_with_target(tiny_run, tmp, "ov-int8", ("name: test-int8", "name: ov-int8"),
+                                      ("backend: onnxruntime-cpu", "backend: openvino-cpu"),
+                                      ("onnxruntime: {int8_embeddings: false}\n", ""), run_name="run")
     for command in ("compile", "verify"):
         r = invoke(command, run_dir, "--target", target)
         assert r.exit_code == 0, r.output

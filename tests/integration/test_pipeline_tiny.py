@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edgeft.cli.commands import cli
 from edgeft_runtime.fileio import sha256_file
+from tests.variants import run_with_target
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -305,17 +306,12 @@ def test_qat_that_moves_away_from_the_baseline_is_not_kept(tiny_model_dir, inten
 
 
 def test_int8_embedding_tables_shrink_the_engine_and_change_no_value(tiny_run, tmp_path):
-    import shutil
-
     from edgeft.stages.export import reference_session
 
     from edgeft_runtime.session import open_engine
     from edgeft_runtime.text import TextPreprocessor
 
-    run_dir = tmp_path / "copy"
-    shutil.copytree(tiny_run["out"], run_dir)
-    target = tmp_path / "emb.yaml"
-    target.write_text(tiny_run["target"].read_text().replace("int8_embeddings: false", "int8_embeddings: true"))
+    run_dir, target = run_with_target(tiny_run, tmp_path, "emb", ("int8_embeddings: false", "int8_embeddings: true"))
     r = invoke("compile", run_dir, "--target", target)
     assert r.exit_code == 0, r.output
     eng_dir = run_dir / "compile/test-int8/engine"
@@ -340,17 +336,12 @@ def test_dynamic_activations_quantize_chosen_gemm_inputs_per_call(tiny_run, tmp_
     """`onnxruntime.dynamic_activations`: the FFN down-projections (post_gelu) or every int8 GEMM but the
     packed attention (all) take float inputs into DynamicQuantizeMatMul; their calibrated QuantizeLinear goes,
     everything stays in int8 kernels, and the logits stay within a tenth of the static engine's range."""
-    import shutil
-
     import onnx
 
     from edgeft_runtime.session import open_engine
     from edgeft_runtime.text import TextPreprocessor
 
-    run_dir = tmp_path / "copy"
-    shutil.copytree(tiny_run["out"], run_dir)
-    target = tmp_path / "dyn.yaml"
-    target.write_text(tiny_run["target"].read_text().replace(
+    run_dir, target = run_with_target(tiny_run, tmp_path, "dyn", (
         "onnxruntime: {int8_embeddings: false}", f"onnxruntime: {{int8_embeddings: false, dynamic_activations: {which}}}"))
     r = invoke("compile", run_dir, "--target", target)
     assert r.exit_code == 0, r.output
@@ -405,14 +396,9 @@ def test_keep_fp32_one_layer_runs_it_in_float_and_an_unknown_name_exits_1(tiny_r
 def test_latency_gate_on_a_host_without_the_target_isa_is_not_measured(tiny_run, tmp_path, monkeypatch):
     """An avx512_vnni target verified on an AVX2 host: its (impossible) latency gate is not measured, the
     verdict is incomplete (exit 4, 0 with --accept-unmeasured); on a VNNI host the same gate fails (exit 3)."""
-    import shutil
-
-    run_dir = tmp_path / "copy"
-    shutil.copytree(tiny_run["out"], run_dir)
-    target = tmp_path / "vnni.yaml"
-    target.write_text(tiny_run["target"].read_text().replace("name: test-int8", "name: vnni")
-                      .replace("isa: any", "isa: avx512_vnni")
-                      .replace("agreement: {min_top1: 0.0}}", "agreement: {min_top1: 0.0}, latency: {max_ratio_vs_fp32: 1e-6}}"))
+    run_dir, target = run_with_target(
+        tiny_run, tmp_path, "vnni", ("name: test-int8", "name: vnni"), ("isa: any", "isa: avx512_vnni"),
+        ("agreement: {min_top1: 0.0}}", "agreement: {min_top1: 0.0}, latency: {max_ratio_vs_fp32: 1e-6}}"))
     monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 fma avx2")
     assert invoke("compile", run_dir, "--target", target).exit_code == 0
     r = invoke("verify", run_dir, "--target", target)
