@@ -48,7 +48,7 @@ def load_calibration(name_or_path: str) -> CalibrationSpec:
     try:
         return CalibrationSpec.model_validate(load_yaml(p))
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"calibration {p}"),
+        raise ConfigError(format_validation_error(err, f"calibration {p}", CalibrationSpec),
                           fix=f"edit {p}; valid keys: {', '.join(CalibrationSpec.model_fields)}") from None
 
 

@@ -166,16 +166,53 @@ def default_out(model: str, data: str) -> Path:
     return Path("runs") / f"{stem(model)}-{stem(data)}"
 
 
-def format_validation_error(err: ValidationError, what: str) -> str:
+def format_validation_error(err: ValidationError, what: str, model: type[BaseModel] | None = None) -> str:
+    """Every problem in ``err`` on its own line; with ``model``, an unknown key also names the keys valid in
+    its section (and the closest one), so a typo under ``onnxruntime:`` is answered with ``onnxruntime``'s keys."""
     lines = [f"{what}: {len(err.errors())} problem(s)"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (misspelled?)"
+            msg = "unknown key (misspelled?)" + _valid_keys_hint(model, e["loc"])
         value = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
         lines.append(f"  - {loc}: {msg}{value}")
     return "\n".join(lines)
+
+
+def _valid_keys_hint(model: type[BaseModel] | None, loc: tuple) -> str:
+    import difflib
+
+    section = _model_at(model, loc[:-1]) if model is not None else None
+    if section is None:
+        return ""
+    keys = list(section.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    return (f"; did you mean {close[0]!r}?" if close else "") + f" valid keys here: {', '.join(keys)}"
+
+
+def _model_at(tp: Any, path: tuple) -> type[BaseModel] | None:
+    """The pydantic model validating the section at ``path`` under ``tp`` (through Optional, dict values and
+    list items), or None."""
+    import typing
+
+    def strip_optional(t):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return args[0] if typing.get_origin(t) not in (dict, list, None) and len(args) == 1 else t
+
+    for part in path:
+        tp = strip_optional(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif typing.get_origin(tp) in (dict, list):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return None
+    tp = strip_optional(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
 def build_config(values: dict[str, Any], base: RunConfig | dict | None = None, check_paths: bool = True) -> RunConfig:
@@ -191,5 +228,5 @@ def build_config(values: dict[str, Any], base: RunConfig | dict | None = None, c
         return RunConfig.model_validate(data, context={"check_paths": check_paths})
     except ValidationError as err:
         fields = ", ".join(RunConfig.model_fields)
-        raise ConfigError(format_validation_error(err, "invalid run config"),
+        raise ConfigError(format_validation_error(err, "invalid run config", RunConfig),
                           fix=f"correct the fields above (valid top-level fields: {fields})") from None

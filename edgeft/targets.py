@@ -124,6 +124,11 @@ class TargetSpec(Strict):
             return self.onnxruntime.int8_kernels
         return "u8s8" if self.device.isa in ("avx512_vnni", "neon") else "u8u8"
 
+    def with_ort(self, **options) -> "TargetSpec":
+        """This target with its ``onnxruntime`` options updated, validated as a loaded YAML's would be (a bench
+        kernel flavour, a test's variant); capability checks are the caller's: bench builds u8s8 on purpose."""
+        return TargetSpec.model_validate({**self.model_dump(), "onnxruntime": {**self.onnxruntime.model_dump(), **options}})
+
     @property
     def latency_shape(self) -> dict[str, list[int]]:
         """The optimal shape of each input: what latency is measured at."""
@@ -186,8 +191,8 @@ def load_target(name_or_path: str) -> TargetSpec:
         spec = TargetSpec.model_validate(raw)
     except ValidationError as err:
         keys = ", ".join(TargetSpec.model_fields)
-        raise ConfigError(format_validation_error(err, f"target {path}"),
-                          fix=f"edit {path}; valid top-level keys: {keys}") from None
+        raise ConfigError(format_validation_error(err, f"target {path}", TargetSpec),
+                          fix=f"edit {path} (top-level keys: {keys})") from None
     problems = capability_problems(spec)
     if problems:
         raise TargetError(f"target {spec.name!r} ({path}) asks for what its backend cannot do:\n  - "

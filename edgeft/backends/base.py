@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-
+from edgeft.errors import BackendUnavailable
 
 SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
                  "preprocessor.json")
@@ -35,9 +35,17 @@ class Backend:
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    requires: ClassVar[tuple[str, str] | None] = None     # (module compile imports, the command that installs it)
 
     def check_available(self) -> None:
         """Raise BackendUnavailable (naming the install command) when compile cannot run here."""
+        if self.requires is None:
+            return
+        module, install = self.requires
+        try:
+            __import__(module)
+        except ImportError:
+            raise BackendUnavailable(f"{module} is not installed", fix=install) from None
 
     def compile(self, onnx_path: Path, target: Any, out_dir: Path, precision: str | None = None,
                 calibration_inputs: Path | None = None) -> dict[str, Any]:

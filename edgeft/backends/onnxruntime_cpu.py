@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeft.backends.base import Backend, Capabilities, copy_sidecars
-from edgeft.errors import BackendUnavailable
 from edgeft_runtime.fileio import write_json_atomic
 from edgeft_runtime.session import ENGINE_JSON
 
@@ -31,12 +30,7 @@ class OnnxRuntimeCPU(Backend):
     name = "onnxruntime-cpu"
     capabilities = Capabilities(precisions=("fp32", "int8"), device_kinds=("cpu",),
                                 isas=("any", "avx2", "avx512_vnni", "neon"))
-
-    def check_available(self) -> None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise BackendUnavailable("onnxruntime is not installed", fix="pip install onnxruntime") from None
+    requires = ("onnxruntime", "pip install onnxruntime")
 
     def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None,
                 calibration_inputs: Path | None = None) -> dict[str, Any]:

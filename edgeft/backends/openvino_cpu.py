@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeft.backends.base import Backend, Capabilities, copy_sidecars
-from edgeft.errors import BackendUnavailable
 from edgeft_runtime.fileio import write_json_atomic
 from edgeft_runtime.session import ENGINE_JSON
 
@@ -26,12 +25,7 @@ class OpenVINOCPU(Backend):
     name = "openvino-cpu"
     capabilities = Capabilities(precisions=("fp32", "int8"), device_kinds=("cpu",),
                                 isas=("any", "avx2", "avx512_vnni"))
-
-    def check_available(self) -> None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            raise BackendUnavailable("openvino is not installed", fix="pip install 'edgeft[openvino]'") from None
+    requires = ("openvino", "pip install 'edgeft[openvino]'")
 
     def compile(self, onnx_path: Path, target, out_dir: Path, precision: str | None = None,
                 calibration_inputs: Path | None = None) -> dict[str, Any]:

@@ -150,8 +150,7 @@ def build_flavour(ctx, spec, options: dict, dest: Path) -> tuple[Path, dict]:
     """The run's Q/DQ export compiled for ``spec`` with its ``onnxruntime`` options updated by ``options``."""
     from edgeft.backends.onnxruntime_cpu import OnnxRuntimeCPU
 
-    variant = spec.model_copy(update={"onnxruntime": spec.onnxruntime.model_copy(update=options)})
-    meta = OnnxRuntimeCPU().compile(ctx.require("export.int8_onnx"), variant, dest, precision="int8",
+    meta = OnnxRuntimeCPU().compile(ctx.require("export.int8_onnx"), spec.with_ort(**options), dest, precision="int8",
                                     calibration_inputs=ctx.require("export.calibration_inputs"))
     return dest / meta["file"], meta
 
@@ -164,22 +163,22 @@ def planned_limits(ctx, spec, chosen: list[str]) -> list[EngineSpec]:
     return [EngineSpec(n, "", "", limits=own if n.startswith("edgeft") else peers) for n in chosen]
 
 
-def _saturation_notes(spec, names: list[str]) -> list[str]:
-    """u8s8 engines on a CPU whose u8s8 kernels add pairs into int16 (AVX2, AVX512 without VNNI): their outputs
-    here are not what they compute on a VNNI device, so the accuracy pass says so rather than the bench passing
-    a fast, wrong engine as a finding."""
+SATURATES = "u8s8 kernels on this CPU add products in pairs into int16 and saturate: not its accuracy on a VNNI CPU"
+
+
+def _saturating(spec, names: list[str]) -> tuple[list[str], str]:
+    """The u8s8 engines among ``names`` when this CPU's u8s8 kernels add pairs into int16 (AVX2, AVX512 without
+    VNNI), and its ISA class: their outputs here are not what they compute on a VNNI device, so the bench marks
+    them rather than passing a fast, wrong engine as a finding."""
     from edgeft_runtime.hostinfo import current
 
     host = current()
     if host.isa_class not in ("avx2", "avx512"):
-        return []
+        return [], host.isa_class
     own = f"edgeft-{spec.precision}"
-    u8s8 = [n for n in names if (n in FLAVOURS and FLAVOURS[n].get("int8_kernels", spec.int8_kernels) == "u8s8")
+    return [n for n in names if (n in FLAVOURS and FLAVOURS[n].get("int8_kernels", spec.int8_kernels) == "u8s8")
             or (n == own and spec.ort_int8 and spec.int8_kernels == "u8s8")
-            or n in U8S8_PEERS]
-    return [f"{n}: u8s8 kernels on this CPU ({host.isa_class}, no VNNI) add u8 x s8 products in pairs into int16, "
-            "which saturates: its outputs and accuracy here differ from a VNNI CPU's (u8u8 or u8s8-7bit avoid it)"
-            for n in u8s8]
+            or n in U8S8_PEERS], host.isa_class
 
 
 def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
@@ -237,7 +236,13 @@ def run_engines(ctx, spec, chosen: list[str], work: Path, log=print):
             engines.append(EngineSpec(n, "adapter", str(ctx.run_dir), str(export_fp32.parent), size, peer_limits,
                                       note="PyTorch eager, the fine-tuned baseline",
                                       extra={"adapter": "edgeft.benchmark.torch_engine:session"}))
-    notes += _saturation_notes(spec, [e.name for e in engines])
+    saturating, isa = _saturating(spec, [e.name for e in engines])
+    for e in engines:
+        if e.name in saturating:
+            e.caveat = SATURATES
+            notes.append(f"{e.name}: u8s8 kernels on this CPU ({isa}, no VNNI) add u8 x s8 products in pairs into "
+                         "int16, which saturates: its outputs and accuracy here differ from a VNNI CPU's (u8u8 or "
+                         "u8s8-7bit avoid it)")
     if not engines:
         raise EdgeftError("no engine to benchmark here: " + "; ".join(notes), fix="pick engines that run on this host")
     return engines, notes

@@ -187,11 +187,14 @@ def _print_table(doc: dict) -> None:
                   ("—" if r["round_cv"] is None else f"{r['round_cv']:.1%}") + (" ⚠" if r["warnings"] else ""))
     console().print(t)
     if doc["accuracy"]:
-        a = Table(title="accuracy per batch size")
+        from edgeft_runtime.bench import caveat_marks
+
+        marks = caveat_marks(doc)
+        a = Table(title="accuracy per batch size" + (" (⚠: see its note)" if marks else ""))
         for col in ("engine", "batch", "accuracy", "top-1 agreement"):
             a.add_column(col)
         for row in doc["accuracy"]:
-            a.add_row(row["engine"], str(row["batch"]), f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "—",
+            a.add_row(row["engine"] + marks.get(row["engine"], ""), str(row["batch"]), f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "—",
                       f"{row['top1_agreement']:.4f}" if row["top1_agreement"] is not None else "—")
         console().print(a)
 

@@ -41,6 +41,7 @@ class EngineSpec:
     limits: dict | None = None      # {"batch": [min, max], "seq": [min, max]} the engine accepts
     note: str = ""
     extra: dict = field(default_factory=dict)    # optimization, adapter
+    caveat: str = ""                # why its outputs on this host are not its outputs on its device; marks its rows
 
     def request(self) -> dict:
         return {"name": self.name, "kind": self.kind, "path": self.path, **self.extra}
@@ -295,7 +296,8 @@ def document(engines: list[EngineSpec], s: BenchSettings, results: list[dict], w
             "settings": {"sweep": s.sweep, "rounds": s.rounds, "warmup_s": s.warmup_s, "duration_s": s.duration_s,
                          "min_iters": s.min_iters, "cv_warn": s.cv_warn,
                          "statistic": "median over rounds of each round's percentile; every measurement in a fresh process"},
-            "engines": [{"name": e.name, "kind": e.kind, "file_bytes": e.file_bytes, "note": e.note} for e in engines],
+            "engines": [{"name": e.name, "kind": e.kind, "file_bytes": e.file_bytes, "note": e.note,
+                         **({"caveat": e.caveat} if e.caveat else {})} for e in engines],
             "results": results, "accuracy": acc, "warnings": warnings, "notes": notes or []}
 
 
@@ -311,6 +313,11 @@ def _fmt(v, digits=3) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
+
+
+def caveat_marks(doc: dict) -> dict[str, str]:
+    """`` ⚠`` after the name of each engine whose accuracy here is not its accuracy on its device."""
+    return {e["name"]: " ⚠" for e in doc["engines"] if e.get("caveat")}
 
 
 def render_markdown(doc: dict) -> str:
@@ -339,8 +346,11 @@ def render_markdown(doc: dict) -> str:
     if doc["accuracy"]:
         lines += ["", "## Accuracy per batch size (each batch padded to its longest input)", "",
                   "| engine | batch | accuracy | top-1 agreement with FP32 | examples |", "|---|---|---|---|---|"]
+        caveats = caveat_marks(doc)
         for a in doc["accuracy"]:
-            lines.append(f"| {a['engine']} | {a['batch']} | {_fmt(a['accuracy'], 4)} | {_fmt(a['top1_agreement'], 4)} | {a['examples']} |")
+            lines.append(f"| {a['engine']}{caveats.get(a['engine'], '')} | {a['batch']} | {_fmt(a['accuracy'], 4)} | "
+                         f"{_fmt(a['top1_agreement'], 4)} | {a['examples']} |")
+        lines += [f"\n⚠ {e['name']}: {e['caveat']}" for e in doc["engines"] if e.get("caveat")]
     notes = [f"- {e['name']}: {e['note']}" for e in doc["engines"] if e.get("note")] + [f"- {n}" for n in doc.get("notes", [])]
     if notes:
         lines += ["", "## Engines", "", *notes]

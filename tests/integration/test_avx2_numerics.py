@@ -79,7 +79,7 @@ def engines(tmp_path_factory):
 
 def _seven_bit_target():
     spec = load_target("x86-avx2-int8")
-    return spec.model_copy(update={"onnxruntime": spec.onnxruntime.model_copy(update={"int8_kernels": "u8s8_7bit"})})
+    return spec.with_ort(int8_kernels="u8s8_7bit")
 
 
 def _seven_bit_qdq(src, dest):

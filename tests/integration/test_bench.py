@@ -247,6 +247,12 @@ def test_kernel_flavours_are_compiled_on_request_and_their_outputs_checked(tiny_
     assert notes["edgeft-int8"].endswith("int8_kernels u8u8")          # the run's own engine names its flavour too
     flagged = " ".join(doc["notes"])
     assert "edgeft-int8-u8s8: u8s8 kernels on this CPU (avx2" in flagged and "edgeft-int8-u8u8:" not in flagged
+    caveats = {e["name"] for e in doc["engines"] if e.get("caveat")}
+    assert caveats == {"edgeft-int8-u8s8"}
+    md = (tmp_path / "o/bench.md").read_text()
+    acc_rows = md.split("## Accuracy per batch size")[1]
+    assert "| edgeft-int8-u8s8 ⚠ | 1 |" in acc_rows and "| edgeft-int8-u8u8 | 1 |" in acc_rows
+    assert "⚠ edgeft-int8-u8s8: u8s8 kernels on this CPU" in acc_rows
     acc = {a["engine"]: a for a in doc["accuracy"] if a["batch"] == 1}
     assert acc["edgeft-int8-u8u8"]["accuracy"] == acc["edgeft-int8"]["accuracy"]
     assert acc["edgeft-int8-u8s8-7bit"]["top1_agreement"] >= 0.75

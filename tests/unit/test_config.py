@@ -14,6 +14,7 @@ def test_build_config_unknown_key_is_named():
     with pytest.raises(ConfigError) as e:
         build_config({"train": {"epochz": 3}})
     assert "train.epochz" in str(e.value) and "unknown key" in str(e.value)
+    assert "did you mean 'epochs'?" in str(e.value) and "qat_epochs" in str(e.value)
 
 
 def test_build_config_reports_every_problem_at_once(tmp_path):

@@ -28,6 +28,28 @@ def test_load_target_misspelled_key_names_the_key(tmp_path):
     assert "precison" in str(e.value) and "precision" in str(e.value)
 
 
+def test_misspelled_nested_key_is_answered_with_its_own_sections_keys(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text((targets_dir() / "x86-avx512-int8.yaml").read_text()
+                 + "onnxruntime:\n  int8_kernel: u8u8\n")
+    with pytest.raises(ConfigError) as e:
+        load_target(str(p))
+    line = next(ln for ln in str(e.value).splitlines() if "onnxruntime.int8_kernel:" in ln)
+    assert "did you mean 'int8_kernels'?" in line
+    assert "dynamic_activations" in line and "fuse_attention" in line     # the onnxruntime section's keys
+    assert "input_shapes" not in line                                      # not the top level's
+
+
+def test_misspelled_key_inside_a_dict_of_sections_names_that_sections_keys(tmp_path):
+    p = tmp_path / "t.yaml"
+    text = (targets_dir() / "x86-avx512-int8.yaml").read_text()
+    p.write_text(text.replace("opt: [1, 128]", "optimal: [1, 128]", 1))
+    with pytest.raises(ConfigError) as e:
+        load_target(str(p))
+    line = next(ln for ln in str(e.value).splitlines() if ".optimal:" in ln)
+    assert "valid keys here: min, opt, max" in line
+
+
 def test_load_target_capability_mismatch_fails_before_work(tmp_path):
     p = tmp_path / "t.yaml"
     p.write_text((targets_dir() / "x86-avx512-int8.yaml").read_text().replace("precision: int8", "precision: fp16"))
@@ -68,3 +90,25 @@ def test_dynamic_activations_only_where_they_mean_something(tmp_path):
                         ("int8_kernels: u8u8", "int8_kernels: auto\n  dynamic_activations: all"))
     with pytest.raises(TargetError, match="dynamic_activations: applies to onnxruntime-cpu int8 targets only"):
         load_target(fp32)
+
+
+def test_with_ort_varies_only_the_onnxruntime_options_and_validates_them():
+    spec = load_target("x86-avx2-int8")
+    variant = spec.with_ort(int8_kernels="u8s8_7bit")
+    assert variant.int8_kernels == "u8s8_7bit" and spec.int8_kernels == "u8u8"      # the original is untouched
+    assert variant.model_dump(exclude={"onnxruntime"}) == spec.model_dump(exclude={"onnxruntime"})
+    assert variant.onnxruntime.fuse_attention == spec.onnxruntime.fuse_attention
+    with pytest.raises(Exception, match="int8_kernels"):
+        spec.with_ort(int8_kernels="u4s4")
+
+
+@pytest.mark.parametrize("backend, module, install", [("onnxruntime-cpu", "onnxruntime", "pip install onnxruntime"),
+                                                      ("openvino-cpu", "openvino", "pip install 'edgeft[openvino]'")])
+def test_a_backend_whose_runtime_is_missing_names_its_install_command(monkeypatch, backend, module, install):
+    from edgeft.backends import backend_class
+    from edgeft.errors import BackendUnavailable
+
+    monkeypatch.setitem(__import__("sys").modules, module, None)         # `import module` raises ImportError
+    with pytest.raises(BackendUnavailable, match=f"{module} is not installed") as e:
+        backend_class(backend)().check_available()
+    assert e.value.fix == install
