@@ -68,7 +68,7 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
     from edgeft.console import CONSOLE
     from edgeft.data.loading import read_split
     from edgeft.pipeline import log
-    from edgeft_runtime.bench import accuracy, add_trtexec, check_limits, check_threads, document, prepare_out
+    from edgeft_runtime.bench import accuracy, add_trtexec, check_limits, check_settings, document, prepare_out
     from edgeft_runtime.fileio import read_json
 
     spec, facts = target_spec(ctx, opts.target), ctx.facts()
@@ -88,14 +88,15 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
     check_limits(planned_limits(ctx, spec, chosen), settings.sweep)      # before any peer is built
     target = Path(opts.out or ctx.run_dir / "bench")
     existed = target.exists()
-    out = prepare_out(target, [(ctx.run_dir, "bench")])
+    out = prepare_out(target, [(ctx.run_dir, "bench")], bench=True)
     work = out / ".work"
+    (out / "bench.log").unlink(missing_ok=True)      # this bench's log only, not appended to a previous one's
     try:
         with CONSOLE.capture(out / "bench.log"):        # the quantizers' warnings go to the log, not the table
             engines, notes = run_engines(ctx, spec, chosen, work, log=(lambda m: None) if opts.quiet else log)
         check_limits(engines, settings.sweep)
         results, warnings = _progress_measure(engines, settings, opts.quiet)
-        warnings = check_threads(settings.sweep) + warnings
+        warnings = check_settings(settings) + warnings
         acc = []
         if opts.accuracy and facts.task == "classification":
             if data is not None:     # agreement with the FP32 reference engine (or ORT FP32) at the smallest batch
@@ -109,6 +110,8 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
             names = [e.name for e in engines]
             acc = accuracy(engines, settings, inputs, labels, baseline,
                            reference=next((n for n in ("edgeft-fp32-reference", "ort-fp32") if n in names), None))
+            for a in acc:
+                a["inputs"] = f"--data {opts.data.name}" if data is not None else "the run's test split"
         notes += add_trtexec(results, engines, image_size)
     except BaseException:
         shutil.rmtree(work if existed else out, ignore_errors=True)      # a folder made for this run goes with it
@@ -226,17 +229,21 @@ def compare_files(old: Path, new: Path, threshold: str, as_json: bool) -> None:
     if only:
         notes.append(f"{len(only)} engine × point(s) are in only one of the files and were not compared")
     few = min(a["settings"].get("rounds", 0), b["settings"].get("rounds", 0))
-    if few < 3:
-        notes.append(f"a run with {few} round(s): the interval is wide and only large slowdowns can show")
-    if a["host"].get("cpu") != b["host"].get("cpu") or a["host"].get("cores") != b["host"].get("cores"):
-        notes.append(f"the runs are from different hosts ({a['host'].get('cpu')} vs {b['host'].get('cpu')}): "
-                     "the comparison measures the hosts too")
+    if few < 2:
+        notes.append(f"a run with {few} round: no spread to judge noise by, so no point is called regressed or "
+                     "faster (bench both with --rounds 3 or more)")
+    elif few < 3:
+        notes.append(f"a run with {few} rounds: the interval is wide and only large slowdowns can show")
+    differ = [k for k in ("cpu", "machine", "isa_class", "cores") if a["host"].get(k) != b["host"].get(k)]
+    if differ:
+        notes.append("the runs are from different hosts (" + ", ".join(
+            f"{k} {a['host'].get(k)} vs {b['host'].get(k)}" for k in differ) + "): the comparison measures the hosts too")
     if as_json:
         click.echo(json.dumps({"threshold": thr, "rows": rows, "notes": notes}, indent=2))
     else:
         click.echo(f"{'engine':28s} {'batch':>5s} {'seq':>5s} {'thr':>4s} {'old p50':>9s} {'new p50':>9s} {'ratio':>6s}  95% interval")
         for r in rows:
-            flag = "REGRESSED" if r["regressed"] else "faster" if r["improved"] else ""
+            flag = "REGRESSED" if r["regressed"] else "faster" if r["improved"] else "" if r["judged"] else "(not judged: 1 round)"
             click.echo(f"{r['engine']:28s} {r['batch']:5d} {str(r['seq'] or '—'):>5s} {str(r['threads'] or '-'):>4s} "
                        f"{r['old_p50_ms']:9.4g} {r['new_p50_ms']:9.4g} {r['ratio']:6.3f}  "
                        f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] {flag}")

@@ -326,8 +326,9 @@ def bench() -> None:
 @click.option("--warmup", type=click.FloatRange(0, 600), default=0.3, show_default=True, help="Seconds of warm-up each time.")
 @click.option("--cv-warn", type=click.FloatRange(0, 10), default=0.05, show_default=True,
               help="Warn when the round p50s of an engine × point vary more than this (coefficient of variation).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: RUN_DIR/bench; "
-              "for a bundle ./bench-<bundle>]; never inside the run directory (but its bench/) or the bundle.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: RUN_DIR/bench; "
+              "for a bundle ./bench-<bundle>]: new, empty or a previous bench's (whose outputs are replaced); never "
+              "inside the run directory (but its bench/) or the bundle.")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json only.")
 def bench_run(source: Path, sweep: tuple[str, ...], engines: str | None, target: str | None, data: Path | None,
               no_accuracy: bool, rounds: int, duration: float, warmup: float, cv_warn: float, out: Path | None,
@@ -354,9 +355,10 @@ def bench_run(source: Path, sweep: tuple[str, ...], engines: str | None, target:
 
 @bench.command(name="compare", help="Is NEW slower than OLD beyond the noise of both runs? Per engine × point, a 95% "
                "bootstrap interval of the ratio of the median round p50s; regressed when the whole interval is above "
-               "1 + threshold. Exit 3 when something regressed, 0 otherwise.")
-@click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+               "1 + threshold (no verdict from a single round). OLD and NEW: bench.json files or the --out folders holding "
+               "them. Exit 3 when something regressed, 0 otherwise.")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
 @click.option("--threshold", default="5%", show_default=True, help="Slowdown tolerated beyond noise (5% or 0.05).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def bench_compare(old: Path, new: Path, threshold: str, as_json: bool) -> None:

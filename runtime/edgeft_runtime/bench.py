@@ -63,7 +63,7 @@ class BenchSettings:
 
 def parse_sweep(items: list[str], defaults: dict[str, list[int]]) -> dict[str, list[int]]:
     """``batch=1,8`` ``seq=32,128`` ``threads=1,2`` -> {key: values}; every key gets a default."""
-    out = dict(defaults)
+    out, given = dict(defaults), set()
     for item in items:
         key, _, values = item.partition("=")
         key = key.strip()
@@ -77,7 +77,9 @@ def parse_sweep(items: list[str], defaults: dict[str, list[int]]) -> dict[str, l
         if not vals or min(vals) < (0 if key == "threads" else 1):
             raise EdgeftError(f"--sweep {item!r}: values must be at least {0 if key == 'threads' else 1}",
                               fix="e.g. --sweep batch=1,8 (threads=0 is the runtime's default)")
-        out[key] = sorted(set(vals))
+        seen = out[key] if key in given else []      # a repeated key adds its values: batch=1 batch=8 is batch=1,8
+        given.add(key)
+        out[key] = sorted(set(seen) | set(vals))
     return out
 
 
@@ -92,17 +94,23 @@ def check_limits(engines: list[EngineSpec], sweep: dict[str, list[int]]) -> None
                                   fix=f"sweep {key} within {lo}..{hi} (the target's input_shapes min/max)")
 
 
-def check_threads(sweep: dict[str, list[int]]) -> list[str]:
-    """More intra-op threads than cores measures contention, not the engine: say so next to the numbers."""
+def check_settings(s: "BenchSettings") -> list[str]:
+    """What the numbers cannot show with these settings, said next to them: more intra-op threads than cores
+    measures contention, not the engine; one round has no spread to judge noise by."""
     cores = os.cpu_count() or 1
-    over = [t for t in sweep.get("threads") or [] if t and t > cores]
-    return [f"--sweep threads={','.join(map(str, over))}: more threads than this host's {cores} cores; those points "
-            "measure the threads competing for cores"] if over else []
+    over = [t for t in s.sweep.get("threads") or [] if t and t > cores]
+    out = [f"--sweep threads={','.join(map(str, over))}: more threads than this host's {cores} cores; those points "
+           "measure the threads competing for cores"] if over else []
+    if s.rounds < 2:
+        out.append("one round: its noise (round CV) is not known, and `bench compare` gives no verdict on it; "
+                   "use --rounds 3 or more for numbers to compare")
+    return out
 
 
-def prepare_out(out: Path, inside: list[tuple[Path, str]] = ()) -> Path:
+def prepare_out(out: Path, inside: list[tuple[Path, str]] = (), bench: bool = False) -> Path:
     """``out`` created and writable before any measuring; refused inside any of ``inside`` (a run directory or a
-    bundle, whose files edgeft checks and which must not gain files it did not write)."""
+    bundle, whose files edgeft checks and which must not gain files it did not write); with ``bench``, refused
+    when it holds files other than a previous bench's outputs."""
     out = Path(out).resolve()
     for root, allowed in inside:
         root = Path(root).resolve()
@@ -114,6 +122,8 @@ def prepare_out(out: Path, inside: list[tuple[Path, str]] = ()) -> Path:
                                   fix=f"pass --out {where}")
     if out.exists() and not out.is_dir():
         raise EdgeftError(f"--out {out} is a file", fix="pass --out a folder")
+    if bench and out.is_dir():
+        _check_reusable(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".edgeft-write-test"
@@ -122,6 +132,35 @@ def prepare_out(out: Path, inside: list[tuple[Path, str]] = ()) -> Path:
     except OSError as e:
         raise EdgeftError(f"--out {out} cannot be written ({e.strerror or e})", fix="pass --out a folder you can write") from None
     return out
+
+
+OUTPUT_FILES = ("bench.json", "bench.md", "bench.csv", "bench.log")
+PLOT_FILES = ("latency_vs_batch.png", "throughput_vs_batch.png", "latency_vs_seq.png", "rounds.png",
+              "accuracy_vs_latency.png")
+
+
+def _check_reusable(out: Path) -> None:
+    """A folder ``bench`` may write into: empty, or a previous bench's outputs (replaced as a whole), never a
+    folder holding files of the user's, which a bench would overwrite or leave mixed with its own."""
+    present = {p.name for p in out.iterdir()} - {".work"}
+    if not present:
+        return
+    foreign = sorted(present - set(OUTPUT_FILES) - set(PLOT_FILES))
+    previous = (out / "bench.json").is_file() and _is_bench_doc(out / "bench.json")
+    if foreign or not previous:
+        shown = foreign or sorted(present)
+        raise EdgeftError(f"--out {out} holds files `bench` did not write ({', '.join(shown[:5])}"
+                          f"{', ...' if len(shown) > 5 else ''})",
+                          fix="pass --out a new or empty folder (a previous bench's folder is fine: its outputs are replaced)")
+
+
+def _is_bench_doc(path: Path) -> bool:
+    from edgeft_runtime.schema import BENCH_SCHEMA, problems
+
+    try:
+        return not problems(json.loads(path.read_text(encoding="utf-8")), BENCH_SCHEMA)
+    except (OSError, ValueError):
+        return False
 
 
 def host_facts() -> dict:
@@ -304,7 +343,8 @@ def document(engines: list[EngineSpec], s: BenchSettings, results: list[dict], w
 # outputs --------------------------------------------------------------------------------------------------
 
 CSV_FIELDS = ("engine", "batch", "seq", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput",
-              "load_s", "cold_start_s", "peak_rss_mb", "gpu_memory_mb", "file_bytes", "iters", "round_cv")
+              "load_s", "cold_start_s", "peak_rss_mb", "gpu_memory_mb", "file_bytes", "iters", "round_cv",
+              "host_cpu", "host_isa_class", "host_cores", "created")
 
 
 def _fmt(v, digits=3) -> str:
@@ -344,7 +384,8 @@ def render_markdown(doc: dict) -> str:
                          f"{_fmt(r['file_bytes'] / 1e6 if r['file_bytes'] else None)} | "
                          f"{'—' if r['round_cv'] is None else format(r['round_cv'], '.1%')}{' ⚠' if r['warnings'] else ''} |")
     if doc["accuracy"]:
-        lines += ["", "## Accuracy per batch size (each batch padded to its longest input)", "",
+        on = f" on {doc['accuracy'][0]['inputs']}" if doc["accuracy"][0].get("inputs") else ""
+        lines += ["", f"## Accuracy per batch size{on} (each batch padded to its longest input)", "",
                   "| engine | batch | accuracy | top-1 agreement with FP32 | examples |", "|---|---|---|---|---|"]
         caveats = caveat_marks(doc)
         for a in doc["accuracy"]:
@@ -365,8 +406,11 @@ def write_csv(doc: dict, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
-        for r in doc["results"]:
-            w.writerow(r)
+        h = doc["host"]
+        where = {"host_cpu": h["cpu"].strip(), "host_isa_class": h["isa_class"], "host_cores": h["cores"],
+                 "created": doc["created"]}
+        for r in doc["results"]:      # threads 0 = the runtime's default, as in bench.json
+            w.writerow({**r, **where})
 
 
 def write_plots(doc: dict, out: Path) -> list[str]:
@@ -381,6 +425,15 @@ def write_plots(doc: dict, out: Path) -> list[str]:
     made = []
     results = doc["results"]
     engines = [e["name"] for e in doc["engines"]]
+    h = doc["host"]
+    where = f"{h['cpu'].strip()} [{h['isa_class']}], {h['cores']} cores · {doc['created']}"
+
+    def save(fig, fname: str) -> None:
+        fig.text(0.01, 0.005, where, fontsize=7, color="0.4", va="bottom")    # a plot travels without its bench.json
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+        made.append(fname)
 
     def line_plot(xkey: str, fixed: dict, ykey: str, ylabel: str, fname: str, title: str) -> None:
         if len(doc["settings"]["sweep"].get(xkey) or []) < 2:      # one value is a point, not a line
@@ -401,10 +454,7 @@ def write_plots(doc: dict, out: Path) -> list[str]:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / fname, dpi=110)
-        plt.close(fig)
-        made.append(fname)
+        save(fig, fname)
 
     sweep = doc["settings"]["sweep"]
     seq0 = (sweep.get("seq") or [None])[0]
@@ -426,10 +476,7 @@ def write_plots(doc: dict, out: Path) -> list[str]:
     ax.set_xticklabels([r["engine"] for r in first], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("p50 of each round (ms)")
     ax.set_title(f"rounds at batch {batch0}, seq {seq0}")
-    fig.tight_layout()
-    fig.savefig(out / "rounds.png", dpi=110)
-    plt.close(fig)
-    made.append("rounds.png")
+    save(fig, "rounds.png")
     if doc["accuracy"]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for a in doc["accuracy"]:
@@ -442,10 +489,7 @@ def write_plots(doc: dict, out: Path) -> list[str]:
         ax.set_ylabel("accuracy")
         ax.set_title("accuracy vs latency")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_latency.png", dpi=110)
-        plt.close(fig)
-        made.append("accuracy_vs_latency.png")
+        save(fig, "accuracy_vs_latency.png")
     return made
 
 
@@ -458,6 +502,8 @@ def write_outputs(doc: dict, out: Path) -> list[str]:
     write_json_atomic(out / "bench.json", doc)
     write_text_atomic(out / "bench.md", render_markdown(doc))
     write_csv(doc, out / "bench.csv")
+    for stale in set(PLOT_FILES) - set(plots):     # a previous bench's plot this sweep does not draw
+        (out / stale).unlink(missing_ok=True)
     return ["bench.json", "bench.md", "bench.csv", *plots]
 
 
@@ -466,7 +512,8 @@ def write_outputs(doc: dict, out: Path) -> list[str]:
 def compare(old: dict, new: dict, threshold: float = 0.05, resamples: int = 2000, seed: int = 0) -> list[dict]:
     """Per engine × point in both runs: the ratio of NEW's to OLD's median round p50, and a 95% bootstrap
     interval of that ratio (round p50s of each run resampled with replacement, the ratio of the resampled
-    medians). ``regressed`` when the whole interval lies above 1 + threshold: slower beyond both runs' noise."""
+    medians). ``regressed`` when the whole interval lies above 1 + threshold: slower beyond both runs' noise;
+    no verdict (``judged`` false) where either run has a single round."""
     rng = np.random.default_rng(seed)
     key = lambda r: (r["engine"], r["batch"], r["seq"], r["threads"])  # noqa: E731
     olds = {key(r): r for r in old["results"]}
@@ -481,13 +528,20 @@ def compare(old: dict, new: dict, threshold: float = 0.05, resamples: int = 2000
         ratio = float(np.median(b) / np.median(a))
         boot = np.median(rng.choice(b, (resamples, len(b))), 1) / np.median(rng.choice(a, (resamples, len(a))), 1)
         lo, hi = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+        judged = len(a) >= 2 and len(b) >= 2     # one round has no spread: its interval is a point, not noise
         rows.append({"engine": r["engine"], "batch": r["batch"], "seq": r["seq"], "threads": r["threads"],
                      "old_p50_ms": float(np.median(a)), "new_p50_ms": float(np.median(b)), "ratio": ratio,
-                     "ci95": [lo, hi], "regressed": lo > 1 + threshold, "improved": hi < 1 - threshold})
+                     "ci95": [lo, hi], "judged": judged,
+                     "regressed": judged and lo > 1 + threshold, "improved": judged and hi < 1 - threshold})
     return rows
 
 
 def load_bench(path: Path) -> dict:
+    path = Path(path)
+    if path.is_dir():       # the --out folder of a bench
+        if not (path / "bench.json").is_file():
+            raise EdgeftError(f"{path} is a folder without a bench.json", fix="pass a bench.json, or the --out folder of a bench")
+        path = path / "bench.json"
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -577,11 +631,11 @@ def bench_bundle(bundle, sweep_items: list[str], settings_kw: dict, out: Path | 
                              limits=_limits(m["inputs"], m["modality"]))], sweep)
     target = Path(out or f"bench-{m['name']}")
     existed = target.exists()
-    out = prepare_out(target, [(bundle.root, "")])
+    out = prepare_out(target, [(bundle.root, "")], bench=True)
     try:
         engines = bundle_engines(bundle)
         results, warnings = measure(engines, settings, progress)
-        warnings = check_threads(sweep) + warnings
+        warnings = check_settings(settings) + warnings
         acc = []
         if with_accuracy and m["task"] == "classification" and m["golden"]["count"]:
             rows = [json.loads(x) for x in (bundle.root / m["golden"]["inputs"]).read_text(encoding="utf-8").splitlines()
@@ -590,6 +644,8 @@ def bench_bundle(bundle, sweep_items: list[str], settings_kw: dict, out: Path | 
             labels = [m["labels"].index(r["label"]) if r.get("label") in m["labels"] else -1 for r in rows]
             acc = accuracy(engines, settings, bundle.golden_inputs(), labels,
                            np.asarray(expected["baseline_logits"]) if expected.get("baseline_logits") else None)
+            for a in acc:
+                a["inputs"] = "the bundle's golden set"
         notes = add_trtexec(results, engines, settings.image_size)
         doc = document(engines, settings, results, warnings, acc,
                        {"kind": "bundle", "name": m["name"], "version": m["version"], "target": m["target"]["name"]}, notes)

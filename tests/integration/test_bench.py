@@ -66,8 +66,12 @@ def test_bench_runs_every_named_engine_over_the_whole_grid(benched):
     assert rss["edgeft-int8"] < rss["torch-fp32"] and rss["edgeft-int8"] < 400
     rows = list(csv.DictReader(open(benched["out"] / "bench.csv")))
     assert len(rows) == len(doc["results"]) and {"engine", "batch", "seq", "threads", "p50_ms"} <= set(rows[0])
+    # a CSV travels without its bench.json: every row says where and when it was measured
+    assert {(r["host_cpu"], r["host_isa_class"], r["created"]) for r in rows} == {
+        (doc["host"]["cpu"].strip(), doc["host"]["isa_class"], doc["created"])}
     md = (benched["out"] / "bench.md").read_text()
     assert "| 2 | 16 | default | ort-dynamic |" in md and doc["host"]["cpu"] in md
+    assert "## Accuracy per batch size on the run's test split" in md
 
 
 def test_accuracy_per_batch_size_is_reported_and_padding_matters_only_where_it_does(benched, tiny_run):
@@ -116,6 +120,17 @@ def test_compare_exits_0_on_two_runs_of_the_same_engine_and_3_on_a_slower_one(ti
     assert r.exit_code == 3 and "REGRESSED" in r.output and "beyond noise" in r.output
     r = invoke("bench", "compare", tmp_path / "a/bench.json", tmp_path / "nothing.json")
     assert r.exit_code == 1 and "no such file" in r.output
+    r = invoke("bench", "compare", tmp_path / "a", tmp_path / "b", "--threshold", "25%")     # the --out folders
+    assert r.exit_code == 0 and "edgeft-int8" in r.output, r.output
+    r = invoke("bench", "compare", tmp_path, tmp_path / "b")
+    assert r.exit_code == 1 and "without a bench.json" in r.output
+    # cloud CPUs share a model name: a different ISA class or architecture is a different host too
+    for key, value in (("isa_class", "avx2"), ("machine", "aarch64")):
+        other = json.loads(json.dumps(a))
+        other["host"][key] = value
+        (tmp_path / f"{key}.json").write_text(json.dumps(other))
+        r = invoke("bench", "compare", tmp_path / "a/bench.json", tmp_path / f"{key}.json")
+        assert r.exit_code == 0 and f"different hosts ({key} {a['host'][key]} vs {value})" in r.output, r.output
 
 
 def test_compare_uses_the_noise_of_both_runs():
@@ -130,6 +145,51 @@ def test_compare_uses_the_noise_of_both_runs():
     row = compare(quiet_old, quiet_new)[0]
     assert row["regressed"] and row["ratio"] == pytest.approx(1.2) and row["ci95"][0] > 1.05
     assert not compare(quiet_old, quiet_new, threshold=0.25)[0]["regressed"]
+
+
+def test_compare_gives_no_verdict_from_a_single_round():
+    """One round has no spread: a 3x slower single round is not called a regression, nor a 3x faster one an
+    improvement (the interval collapses to a point)."""
+    from edgeft_runtime.bench import compare
+
+    def doc(rounds):
+        return {"results": [{"engine": "e", "batch": 1, "seq": 8, "threads": None, "rounds_p50_ms": rounds}]}
+
+    for old, new in ((doc([1.0]), doc([3.0])), (doc([1.0, 1.0, 1.0]), doc([3.0])), (doc([3.0]), doc([1.0]))):
+        row = compare(old, new)[0]
+        assert not row["judged"] and not row["regressed"] and not row["improved"]
+    assert compare(doc([1.0, 1.01]), doc([3.0, 3.01]))[0]["regressed"]          # two rounds each: judged
+
+
+def test_repeated_sweep_keys_add_their_values():
+    from edgeft_runtime.bench import parse_sweep
+
+    got = parse_sweep(["batch=1", "batch=8,2", "seq=16"], {"batch": [4], "seq": [128], "threads": [0]})
+    assert got == {"batch": [1, 2, 8], "seq": [16], "threads": [0]}
+
+
+def test_out_holds_only_one_bench_and_never_a_users_files(tiny_run, tmp_path):
+    args = ["--engines", "edgeft", "--no-accuracy", *FAST]
+    out = tmp_path / "o"
+    assert invoke("bench", tiny_run["out"], "--out", out, "--sweep", "batch=1,2", *args).exit_code == 0
+    assert (out / "latency_vs_batch.png").is_file()
+    r = invoke("bench", tiny_run["out"], "--out", out, "--sweep", "batch=1", *args)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "bench.json").read_text())
+    assert {r["batch"] for r in doc["results"]} == {1}
+    assert not (out / "latency_vs_batch.png").exists() and not (out / "throughput_vs_batch.png").exists()
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(doc["plots"])
+    # a folder of the user's: refused, nothing in it touched
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "bench.md").write_text("my notes")
+    (mine / "other.txt").write_text("x")
+    r = invoke("bench", tiny_run["out"], "--out", mine, *args)
+    assert r.exit_code == 1 and "holds files `bench` did not write" in r.output and "fix:" in r.output
+    assert (mine / "bench.md").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["bench.md", "other.txt"]
+    (tmp_path / "afile").write_text("x")
+    r = invoke("bench", tiny_run["out"], "--out", tmp_path / "afile", *args)
+    assert r.exit_code == 1 and "error: --out" in r.output and "is a file" in r.output
 
 
 def test_device_bench_runs_in_the_runtime_alone(tiny_run, tmp_path):
@@ -148,7 +208,8 @@ def test_device_bench_runs_in_the_runtime_alone(tiny_run, tmp_path):
     assert {e["name"] for e in doc["engines"]} == {"edgeft-int8", "edgeft-fp32-reference"}
     assert {(x["engine"], x["batch"]) for x in doc["results"]} == {(n, b) for n in ("edgeft-int8", "edgeft-fp32-reference") for b in (1, 2)}
     assert doc["source"]["kind"] == "bundle" and len(doc["accuracy"]) == 4
-    assert (tmp_path / "dev/bench.json").is_file() and (tmp_path / "dev/bench.md").is_file()
+    assert (tmp_path / "dev/bench.json").is_file()
+    assert "## Accuracy per batch size on the bundle's golden set" in (tmp_path / "dev/bench.md").read_text()
     r = subprocess.run([sys.executable, "-m", "edgeft_runtime.cli", "bench", tmp_path / "b/out-test-int8",
                         "--sweep", "seq=65"], capture_output=True, text=True)
     assert r.returncode == 1 and "seq 1..64" in r.stderr
@@ -203,6 +264,7 @@ def test_one_round_reports_no_spread_and_too_many_threads_are_flagged(tiny_run, 
     assert [e["name"] for e in doc["engines"]] == ["edgeft-int8"] and len(doc["results"]) == 1
     assert doc["results"][0]["round_cv"] is None and "| — |" in (tmp_path / "bench.md").read_text()
     assert any("more threads than this host's" in w for w in doc["warnings"])
+    assert any(w.startswith("one round: its noise") for w in doc["warnings"])
 
 
 def test_device_bench_refuses_bad_numbers_and_an_output_inside_the_bundle(tiny_run, tmp_path):
