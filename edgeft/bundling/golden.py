@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeft_runtime.bundle import KIT_FLOOR, golden_atol  # the device recomputes atol with this same rule
+
 RULE = ("max(4 x the largest |engine - Q/DQ float reference| over the golden inputs, "
         "2 x the classifier's input step x its largest |weight|)")
 
@@ -77,16 +79,13 @@ def reference_logits(onnx_path: Path, engine_dir: Path, inputs: list, max_length
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
 
-KIT_FLOOR = 0.05      # share of the largest |logit|: a TensorRT kit's logits were recorded by ONNX Runtime
-
-
 def tolerance(engine_logits: np.ndarray, reference: np.ndarray, step: float | None, deferred_kit: bool = False) -> dict:
     """``deferred_kit``: the engine is built on the device by TensorRT (other kernels, FP16 layers) while the
     recorded logits are ONNX Runtime's here; no TensorRT result backs a tighter bound yet."""
     measured = float(np.abs(engine_logits - reference).max()) if reference.size else 0.0
     floor = float(step) if step else 0.0
     kit = KIT_FLOOR * float(np.abs(engine_logits).max()) if deferred_kit and engine_logits.size else 0.0
-    atol = max(4 * measured, floor, kit, 1e-4)
+    atol = golden_atol(measured, floor, kit)
     out = {"atol": float(atol), "measured_kernel_deviation": measured, "quantization_floor": floor,
            "rule": RULE}
     if deferred_kit:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
                           fix="pass e.g. --name voice-intents")
     if opts.version is not None and not opts.version.strip():
         raise EdgeftError("--version is empty", fix="pass e.g. --version 1.2.0, or drop it for the default")
+    if opts.version is not None and any(unicodedata.category(c)[0] == "C" for c in opts.version):
+        bad = next(c for c in opts.version if unicodedata.category(c)[0] == "C")
+        raise EdgeftError(f"--version {opts.version!r} holds a control or invisible character ({bad!r}): every device "
+                          "command prints the version on one line", fix="pass e.g. --version 1.2.0")
     from edgeft_runtime.bench import prepare_out
 
     out = prepare_out(Path(opts.out or ctx.run_dir / "bundles"), [(ctx.run_dir, "bundles")])
@@ -170,15 +175,16 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
         else:
             lines = [{"text": e.text, "label": e.label} for e in test[:n]]
         write_text_atomic(work / "golden/inputs.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
-        write_text_atomic(work / "golden/expected.json", _canonical_json(
-            {"engine_logits": engine_logits.tolist(), "baseline_logits": base_logits.tolist(),
-             "labels": facts.labels}).decode())
         ref_onnx = ctx.require("export.int8_onnx" if spec.precision == "int8" else "export.fp32_onnx")
         whole = " (the whole test split)" if n < opts.golden else ""
         log(f"package: {spec.name}: golden set of {n} inputs{whole}; tolerance from the Q/DQ reference")
         ref = golden.reference_logits(ref_onnx, work / "engine", inputs, ctx.config.train.max_length)
         tol = golden.tolerance(engine_logits, ref, golden.head_step(ref_onnx) if spec.precision == "int8" else None,
                                deferred_kit=bool(meta_engine.get("deferred")))
+        # the tolerance also goes into a checksummed file: bundle.json is unsigned, and its copy is checked against this
+        write_text_atomic(work / "golden/expected.json", _canonical_json(
+            {"engine_logits": engine_logits.tolist(), "baseline_logits": base_logits.tolist(),
+             "labels": facts.labels, "tolerance": tol}).decode())
 
         wheel = build_runtime_wheel(work / "runtime")
         deps = list(edgeft_runtime.REQUIRES) + (edgeft_runtime.EXTRAS["image"] if facts.modality == "image" else [])

@@ -22,6 +22,17 @@ from edgeft_runtime.signing import SIGNATURE_FILE
 
 BUNDLE_JSON = "bundle.json"
 UNLISTED = (BUNDLE_JSON, SIGNATURE_FILE)          # the two files bundle.json cannot list (itself, its signature)
+# hostinfo ISA classes whose u8s8 int8 kernels add pairs of u8 x s8 products into int16, which saturates
+SATURATING_U8S8 = ("avx2", "avx512")
+SAFE_TARGET = "x86-avx2-int8"                     # the shipped target whose u8u8 engine is correct on those CPUs
+MIN_ATOL = 1e-4
+KIT_FLOOR = 0.05      # share of the largest |logit|: a TensorRT kit's logits were recorded by ONNX Runtime
+
+
+def golden_atol(measured: float, floor: float, kit: float = 0.0) -> float:
+    """The golden tolerance from what it is derived from (edgeft.bundling.golden.tolerance writes it with this;
+    ``check`` recomputes it, so an edited atol in an unsigned bundle.json is caught)."""
+    return max(4 * measured, floor, kit, MIN_ATOL)
 
 
 def safe_relpath(rel: str, what: str) -> PurePosixPath:
@@ -113,6 +124,22 @@ def check_consistent(root: Path, meta: dict) -> None:
         if labels is not None and labels != meta["labels"]:
             raise BundleError(f"{root}: bundle.json's labels differ from {path.relative_to(root)} (the engine's own): "
                               "bundle.json was edited", fix="do not install this bundle; get it again from its source")
+        tol = data.get("tolerance") if isinstance(data, dict) else None
+        if tol is not None:
+            for key, value in meta["golden"]["tolerance"].items():
+                if key in tol and tol[key] != value:
+                    raise BundleError(f"{root}: bundle.json's golden.tolerance.{key} ({value!r}) differs from "
+                                      f"{path.relative_to(root)}'s ({tol[key]!r}): bundle.json was edited",
+                                      fix="do not install this bundle; get it again from its source")
+    engine_json = root / meta["engine"]["dir"] / "engine.json"
+    recorded = meta["target"].get("int8_kernels")
+    if recorded is not None and engine_json.is_file():
+        data = read_json(engine_json)
+        built = data.get("int8_kernels") if isinstance(data, dict) else None
+        if built is not None and built != recorded:
+            raise BundleError(f"{root}: bundle.json's target.int8_kernels ({recorded}) differs from "
+                              f"{meta['engine']['dir']}/engine.json's ({built}), the engine's own: bundle.json was edited",
+                              fix="do not install this bundle; get it again from its source")
 
 
 def load_meta(root: Path) -> dict:
@@ -141,6 +168,10 @@ def load_meta(root: Path) -> dict:
     return meta
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
@@ -158,13 +189,15 @@ class GoldenResult:
     agreement_with_fp32_baseline: float | None
     engine: str
 
+    not_checked: str | None = None
+
     def line(self) -> str:
         what = (f"golden set: {self.inputs} inputs through {self.engine}, max |Δlogit| {self.max_abs_diff:.4g} "
                 f"(tolerance {self.atol:.4g}), top-1 same on {self.top1_checked - len(self.top1_mismatches)}/"
                 f"{self.top1_checked} decisive inputs")
         if self.passed:
             return f"PASS {what}"
-        bad = []
+        bad = [self.not_checked] if self.not_checked else []
         if self.outside_tolerance:
             bad.append(f"inputs {self.outside_tolerance[:8]} outside the tolerance")
         if self.top1_mismatches:
@@ -262,7 +295,18 @@ class Bundle:
                 "gates": v.get("gates"), "golden_inputs": m["golden"]["count"], "signed": self.signed,
                 "signature_checked_with": self.signer, "runtime": m["runtime"]["dependencies"],
                 "files": len(m["files"]), "bytes": sum(f["bytes"] for f in m["files"]),
-                "lineage": m["lineage"]}
+                "lineage": m["lineage"], "this_host": self._host_info()}
+
+    def _host_info(self) -> dict:
+        """This CPU's ISA class and ``host_fit``'s verdict on it, for ``info``."""
+        from edgeft_runtime import hostinfo
+
+        host = hostinfo.current()
+        fit = self.host_fit(host)
+        return {"cpu": host.cpu, "isa_class": host.isa_class, "isa_flags": host.isa_summary(),
+                "int8_kernels": self.int8_kernels(),
+                "fit": "ok" if fit is None else "wrong_results" if fit[0] == "refuse" else "other_isa",
+                "message": fit[1] if fit else None}
 
     # running it --------------------------------------------------------------------------------------------
     @property
@@ -283,6 +327,7 @@ class Bundle:
             else:
                 from edgeft_runtime.session import open_engine
 
+                self.require_host_fit()       # Python callers must not get wrong results silently either
                 self._session = open_engine(self.engine_dir, threads)
         return self._session
 
@@ -340,6 +385,78 @@ class Bundle:
             return [str(self.root / safe_relpath(r["image"], "golden input")) for r in rows]
         return [r["text"] for r in rows]
 
+    def check_tolerance(self, engine_logits: np.ndarray) -> float:
+        """The recorded atol, after recomputing it from what it is derived from (``golden_atol``); BundleError
+        naming the field when they disagree: bundle.json is not covered by the checksums, and a raised atol
+        would let any engine pass."""
+        tol = self.meta["golden"]["tolerance"]
+        for key in ("measured_kernel_deviation", "quantization_floor"):
+            if not _number(tol.get(key)) or tol[key] < 0:
+                raise BundleError(f"bundle.json: golden.tolerance.{key} is missing or not a number >= 0, so "
+                                  "golden.tolerance.atol cannot be checked", fix="get the bundle again from its source")
+        kit = 0.0
+        if self.meta["engine"]["deferred"] or "tensorrt_kit_floor" in tol:
+            kit = KIT_FLOOR * float(np.abs(engine_logits).max()) if engine_logits.size else 0.0
+            recorded = tol.get("tensorrt_kit_floor")
+            if not _number(recorded) or not np.isclose(recorded, kit, rtol=1e-9, atol=0):
+                raise BundleError(f"bundle.json: golden.tolerance.tensorrt_kit_floor {tol.get('tensorrt_kit_floor')!r} "
+                                  f"is not {KIT_FLOOR:.0%} of the golden set's largest |logit| ({kit:.6g}): bundle.json "
+                                  "was edited", fix="do not install this bundle; get it again from its source")
+        want = golden_atol(float(tol["measured_kernel_deviation"]), float(tol["quantization_floor"]), kit)
+        atol = float(tol["atol"])
+        if not np.isclose(atol, want, rtol=1e-9, atol=0):
+            raise BundleError(f"bundle.json: golden.tolerance.atol {atol:.6g} is not what its measured_kernel_deviation "
+                              f"and quantization_floor give ({want:.6g}): bundle.json was edited",
+                              fix="do not install this bundle; get it again from its source")
+        return atol
+
+    def int8_kernels(self) -> str | None:
+        """The int8 kernel flavour the engine was built in: engine.json's (covered by the checksums), else
+        bundle.json's ``target.int8_kernels``; None for an engine that is not ONNX Runtime int8."""
+        path = self.engine_dir / "engine.json"
+        data = read_json(path) if path.is_file() else None
+        built = data.get("int8_kernels") if isinstance(data, dict) else None
+        return built or self.meta["target"].get("int8_kernels")
+
+    def host_fit(self, host=None) -> tuple[str, str] | None:
+        """Whether this CPU runs the engine as built: ("refuse", why) when its int8 kernels compute wrong sums
+        here (u8s8 on AVX2, or AVX512 without VNNI); ("note", why) when it runs them correctly on another
+        instruction set than the target's (only its speed differs); None when it fits or is not a CPU engine."""
+        from edgeft_runtime import hostinfo
+
+        t = self.meta["target"]
+        device = t.get("device") or {}
+        if device.get("kind", "cpu") != "cpu" or t["backend"] == "tensorrt":
+            return None
+        host = host or hostinfo.current()
+        isa, cls = device.get("isa", "any"), host.isa_class
+        if t["backend"] == "onnxruntime-cpu" and self.int8_kernels() == "u8s8" and cls in SATURATING_U8S8:
+            return ("refuse", f"this bundle's engine ({t['name']}, target isa {isa}) uses u8s8 int8 kernels, and this "
+                              f"CPU's int8 class is {cls}, without VNNI (flags: {host.isa_summary()}), where u8s8 "
+                              "sums saturate: its results here would be wrong")
+        if not hostinfo.matches(isa, host):
+            return ("note", f"this bundle's engine targets isa {isa} and this CPU is {cls} ({host.isa_summary()}): "
+                            "its results are correct here, its speed is not the target's")
+        return None
+
+    def require_host_fit(self, host=None) -> str | None:
+        """``host_fit``: an EdgeftError for a refusal, else the note (or None)."""
+        fit = self.host_fit(host)
+        if fit and fit[0] == "refuse":
+            raise EdgeftError(fit[1], fix=f"package the run for target {SAFE_TARGET} (`edgeft run ... --target "
+                                          f"{SAFE_TARGET}`, then `edgeft package`), whose u8u8 engine is correct on "
+                                          "this CPU; or run this bundle on a CPU with AVX512-VNNI or AVX-VNNI")
+        return fit[1] if fit else None
+
+    def truncated(self, inputs: Sequence) -> list[tuple[int, int, int]]:
+        """(index, tokens, tokens dropped) of each text longer than the engine reads (preprocessing.max_length);
+        empty for image bundles."""
+        if self.meta["modality"] != "text":
+            return []
+        pre = self.preprocessor()
+        limit = pre.max_length
+        return [(i, n, n - limit) for i, n in enumerate(pre.token_counts([str(x) for x in inputs])) if n > limit]
+
     def check_golden(self) -> GoldenResult:
         """Run the golden inputs and compare with the engine outputs recorded at packaging: |Δlogit| within the
         bundle's tolerance everywhere, and the same top-1 wherever the recorded margin between the first and
@@ -348,13 +465,15 @@ class Bundle:
         g = self.meta["golden"]
         expected = read_json(self.root / g["expected"])
         want = np.asarray(expected["engine_logits"], np.float32)
+        if want.size == 0:                     # an empty golden set: [] has no label axis to compare shapes on
+            want = want.reshape(0, len(self.meta["labels"]))
         base = np.asarray(expected["baseline_logits"], np.float32) if expected.get("baseline_logits") else None
         inputs = self.golden_inputs()
+        atol = self.check_tolerance(want)
         got = self.logits(inputs)
         if got.shape != want.shape:
             raise BundleError(f"the engine gave logits of shape {got.shape} for the golden set; the bundle recorded {want.shape}",
                               fix="the engine does not match its bundle.json: get the bundle again")
-        atol = float(g["tolerance"]["atol"])
         diff = np.abs(got - want).max(-1) if len(want) else np.zeros(0)
         outside = [int(i) for i in np.nonzero(diff > atol)[0]]
         mism, checked = [], 0
@@ -364,10 +483,18 @@ class Bundle:
             checked = int(decisive.sum())
             mism = [int(i) for i in np.nonzero(decisive & (got.argmax(-1) != want.argmax(-1)))[0]]
         agree = float((got.argmax(-1) == base.argmax(-1)).mean()) if base is not None and len(base) else None
-        return GoldenResult(passed=not outside and not mism, inputs=len(inputs), atol=atol,
+        # a check that compared no input (or no label) says nothing about the answers devices will give, so a
+        # release pipeline gating on exit 0 must see a failure, not a PASS
+        not_checked = None
+        if not len(inputs):
+            not_checked = "the golden set is empty: nothing was checked"
+        elif self.meta["task"] == "classification" and want.shape[-1] > 1 and not checked:
+            not_checked = (f"no golden input has a recorded top-1 margin above 2 x the tolerance ({2 * atol:.4g}), so "
+                           "no top-1 label was checked")
+        return GoldenResult(passed=not outside and not mism and not not_checked, inputs=len(inputs), atol=atol,
                             max_abs_diff=float(diff.max()) if len(diff) else 0.0, outside_tolerance=outside,
                             top1_checked=checked, top1_mismatches=mism, agreement_with_fp32_baseline=agree,
-                            engine=self.engine_name())
+                            engine=self.engine_name(), not_checked=not_checked)
 
 
 def read_inputs_file(path: Path, modality: str, flag: str = "--file") -> list[str]:

@@ -18,6 +18,47 @@ from pathlib import Path
 from edgeft_runtime.errors import EdgeftError
 
 
+class UsageError(EdgeftError):
+    """A command line argparse refused: printed like every other error, exit 2."""
+
+    exit_code = 2
+
+
+# options of the host's `edgeft bench RUN_DIR` that users carry over to a bundle, and what to do instead
+HOST_ONLY = {"--engines": "a bundle is benchmarked with the engines it holds (pass --with-reference to `edgeft "
+                          "package` to bundle the FP32 reference); compare other engines with `edgeft bench RUN_DIR "
+                          "--engines ...` on the build machine",
+             "--target": "a bundle holds one target's engine: pass that target's bundle",
+             "--data": "a bundle is checked on its golden set"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are ``error: ...`` + ``fix: ...`` (UsageError) instead of its own usage dump."""
+
+    def options(self) -> list[str]:
+        return [o for a in self._actions for o in a.option_strings if o not in ("-h", "--help")]
+
+    def subparser(self, command: str | None) -> "Parser":
+        for a in self._actions:
+            if isinstance(a, argparse._SubParsersAction) and command in a.choices:
+                return a.choices[command]
+        return self
+
+    def error(self, message: str):
+        usage = " ".join(self.format_usage().split())         # one line: argparse wraps it
+        raise UsageError(f"{self.prog}: {message}", fix=f"{usage.removeprefix('usage: ')} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            p = self.subparser(getattr(ns, "command", None))
+            hint = next((HOST_ONLY[a.split("=")[0]] for a in extra if a.split("=")[0] in HOST_ONLY), None)
+            valid = f"{p.prog} takes {', '.join(p.options()) or 'no options'}"
+            raise UsageError(f"{p.prog}: unrecognized arguments: {' '.join(extra)}",
+                             fix=f"{hint}; {valid}" if hint else valid)
+        return ns
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="the bundle folder or its .tar.gz")
     p.add_argument("--public-key", type=Path, default=None,
@@ -25,8 +66,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="edgeft-runtime", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="edgeft-runtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     from edgeft_runtime import __version__
 
     ap.add_argument("--version", action="version", version=f"edgeft-runtime {__version__}")
@@ -70,6 +110,9 @@ def _info(bundle, args) -> int:
     print(f"files: {info['files']} ({info['bytes'] / 1e6:.1f} MB), golden set: {info['golden_inputs']} inputs, "
           f"signed: {'yes' if info['signed'] else 'no'}")
     print(f"needs: {', '.join(info['runtime'])}")
+    here = info["this_host"]
+    if here["message"]:
+        print(f"{'warning' if here['fit'] == 'wrong_results' else 'note'}: {here['message']}")
     print(bundle.verdict_line())
     return 0
 
@@ -106,19 +149,29 @@ def _predict(bundle, args) -> int:
         missing = [x for x in inputs if not Path(x).is_file()]
         if missing:
             raise EdgeftError(f"no such image: {missing[0]}", fix="pass paths of image files")
+    cut = bundle.truncated(inputs)
+    if cut:
+        limit = bundle.preprocessor().max_length
+        each = ", ".join(f"input {i + 1} lost {d} of its {n}" for i, n, d in cut[:5]) + (", ..." if len(cut) > 5 else "")
+        print(f"warning: {len(cut)} input(s) longer than the engine's {limit} tokens were cut, {sum(c[2] for c in cut)} "
+              f"tokens dropped ({each}): their predictions read only the first {limit}", file=sys.stderr)
     for row in bundle.predict(inputs, args.top_k):
         print(json.dumps(row, ensure_ascii=False))
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    from edgeft_runtime.bundle import Bundle
-
     try:
+        args = parser().parse_args(argv)
+        from edgeft_runtime.bundle import Bundle
+
         with Bundle.open(args.bundle, args.public_key) as bundle:
             if not (args.command == "info" and not args.json):
                 print(bundle.verdict_line(), file=sys.stderr)
+            if args.command != "info":              # info reports the fit; the others must not run a wrong engine
+                note = bundle.require_host_fit()
+                if note:
+                    print(f"note: {note}", file=sys.stderr)
             if args.command == "bench":
                 from edgeft_runtime.bench import run_cli
 

@@ -40,21 +40,27 @@ class Classifier:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from edgeft_runtime.cli import Parser
+    from edgeft_runtime.errors import EdgeftError
+
+    ap = Parser(prog="python -m edgeft_runtime.predict", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("engine_dir", type=Path)
     ap.add_argument("inputs", nargs="+", help="texts, or image paths for an image engine")
     ap.add_argument("--max-length", type=int, default=128)
-    a = ap.parse_args(argv)
-    from edgeft_runtime.errors import EdgeftError
-
     try:
+        a = ap.parse_args(argv)
         clf = Classifier(a.engine_dir, a.max_length)
     except EdgeftError as e:
         print(f"error: {e}", file=sys.stderr)       # EdgeftError prints its fix under the message
-        raise SystemExit(1) from None
-    for x in a.inputs:
+        raise SystemExit(e.exit_code) from None
+    counts = clf.pre.token_counts(a.inputs) if hasattr(clf.pre, "token_counts") else [0] * len(a.inputs)
+    for x, n in zip(a.inputs, counts):
         if not x.strip():
             print("warning: an empty input: the engine still answers, from no words at all", file=sys.stderr)
+        if n > a.max_length:
+            print(f"warning: an input of {n} tokens was cut to the first {a.max_length}: {n - a.max_length} tokens "
+                  "dropped", file=sys.stderr)
         print(json.dumps(clf(x), ensure_ascii=False))
 
 

@@ -30,7 +30,7 @@ BUNDLE_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema_version": {"const": BUNDLE_SCHEMA_VERSION},
         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-        "version": {"type": "string", "minLength": 1},
+        "version": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"},
         "target": {"type": "object", "required": ["name", "backend", "precision", "device"],
                    "properties": {"name": {"type": "string"}, "backend": {"type": "string"},
                                   "precision": {"enum": ["fp32", "fp16", "int8"]},

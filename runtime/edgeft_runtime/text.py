@@ -14,10 +14,19 @@ class TextPreprocessor:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+        self.max_length = max_length
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()
         pad_id = self.tokenizer.token_to_id("[PAD]")
         self.pad_id = 0 if pad_id is None else pad_id
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens (special tokens included) each text has before truncation to ``max_length``."""
+        self.tokenizer.no_truncation()
+        try:
+            return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+        finally:
+            self.tokenizer.enable_truncation(max_length=self.max_length)
 
     def __call__(self, texts: Sequence[str], input_names: Sequence[str]) -> dict[str, np.ndarray]:
         encs = self.tokenizer.encode_batch(list(texts))
