@@ -11,9 +11,10 @@ from pathlib import Path
 DEFAULT_EPOCH = 315532800
 
 
-def write_tar_gz(folder: Path, dest: Path) -> None:
+def write_tar_gz(folder: Path, dest: Path, top: str | None = None) -> None:
+    """``folder`` as ``dest``, byte-reproducible, under one top folder ``top`` (default: the folder's name)."""
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_EPOCH))
-    top = folder.name
+    top = top or folder.name
     paths = sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix())
     tmp = dest.with_name(f".{dest.name}.tmp")
     try:

@@ -9,6 +9,7 @@ context (checked against the manifest's sha256 first), and written to a temp fol
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import unicodedata
@@ -63,10 +64,16 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
     report = read_json(ctx.require("verify.report_json"))
     specs = {load_target(t).name: load_target(t) for t in ctx.config.targets}
     wanted = list(opts.targets) or list(specs)
+    if any(not t.strip() for t in wanted):
+        raise EdgeftError("--target is empty", fix=f"pass one of the run's targets ({', '.join(specs)}), or drop --target")
     unknown = [t for t in wanted if t not in specs and Path(t).stem not in specs]
     if unknown:
-        raise EdgeftError(f"--target {unknown[0]}: this run has no engine for it (its targets: {', '.join(specs)})",
-                          fix="pass one of the run's targets, or compile and verify for it first")
+        from edgeft.targets import list_targets
+
+        known = unknown[0] in list_targets() or Path(unknown[0]).is_file()
+        why = "this run has no engine for it" if known else "no such target (not shipped, not a YAML file)"
+        raise EdgeftError(f"--target {unknown[0]}: {why}; the run's targets: {', '.join(specs)}",
+                          fix="pass one of the run's targets" + (", or compile and verify for it first" if known else ""))
     targets = list(dict.fromkeys(t if t in specs else Path(t).stem for t in wanted))
     engines = {e["target"]: e for e in report["engines"] if e["role"] == "engine"}
     for t in targets:
@@ -89,14 +96,26 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
                           "command prints the version on one line", fix="pass e.g. --version 1.2.0")
     from edgeft_runtime.bench import prepare_out
 
-    out = prepare_out(Path(opts.out or ctx.run_dir / "bundles"), [(ctx.run_dir, "bundles")])
-    private = opts.sign_key and _load_key(opts.sign_key)      # a bad key fails before any work
+    target = Path(opts.out or ctx.run_dir / "bundles")
+    existed = target.exists()
+    out = prepare_out(target, [(ctx.run_dir, "bundles")])
     made = []
-    for t in targets:
-        spec = specs[t]
-        name = _slug(f"{opts.name}-{t}" if opts.name and len(targets) > 1 else opts.name or f"{ctx.run_dir.name}-{t}")
-        log(f"package: {t} -> {out / name}")
-        made.append(_one_bundle(ctx, spec, engines[t], report, opts, out, name, private, log))
+    try:
+        private = opts.sign_key and _load_key(opts.sign_key)      # a bad key fails before any work
+        for t in targets:
+            spec, row = specs[t], engines[t]
+            name = _slug(f"{opts.name}-{t}" if opts.name and len(targets) > 1 else opts.name or f"{ctx.run_dir.name}-{t}")
+            log(f"package: {t} -> {out / name}")
+            if row["verdict"] == "incomplete":
+                unmeasured = [g["name"] for g in row["gates"] if g["passed"] is None]
+                log(f"package: warning: {t}'s verification is incomplete (not measured: {', '.join(unmeasured)}); "
+                    "the bundle and every device command say so: measure it on the device with `edgeft-runtime "
+                    "bench`, or verify the run on a host of the target's class")
+            made.append(_one_bundle(ctx, spec, row, report, opts, out, name, private, log))
+    except BaseException:
+        if not existed and not any(out.iterdir()):      # a folder made for this package, left empty by the failure
+            out.rmdir()
+        raise
     return made
 
 
@@ -144,7 +163,7 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
     if not _replaceable(final) or (archive.exists() and not _our_archive(archive, name)):
         raise EdgeftError(f"{final if final.exists() else archive} exists and is not a bundle edgeft wrote there",
                           fix="move it away, or pass --out another folder")
-    work = out / f".{name}.tmp"
+    work, staged = out / f".{name}.tmp", out / f".{name}.tar.gz.staged"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
@@ -236,13 +255,17 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
             from edgeft_runtime.signing import sign
 
             (work / "bundle.sig").write_bytes(_canonical_json(sign(data, private)))
+        # the archive is made before the folder moves into place, so an interrupted package never leaves a
+        # bundle folder without its archive
+        write_tar_gz(work, staged, top=name)
         if final.exists():
             shutil.rmtree(final)
         work.rename(final)
+        os.replace(staged, archive)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        staged.unlink(missing_ok=True)
         raise
-    write_tar_gz(final, archive)
     size = sum(f["bytes"] for f in meta["files"])
     log(f"package: {name}: {len(meta['files'])} files, {size / 1e6:.1f} MB; {archive.name} "
         f"({archive.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(archive)[:16]}…)")

@@ -282,6 +282,10 @@ def test_package_refuses_what_it_cannot_package_and_replaces_only_its_own_bundle
     assert r.exit_code == 1 and "not an edgeft run directory" in r.output
     r = invoke("package", tiny_run["out"], "--out", tmp_path, "--target", "x86-avx512-int8")
     assert r.exit_code == 1 and "no engine for it" in r.output and "test-int8" in r.output
+    r = invoke("package", tiny_run["out"], "--out", tmp_path, "--target", "x86-avx51-int8")      # a typo
+    assert r.exit_code == 1 and "no such target" in r.output and "test-int8" in r.output
+    r = invoke("package", tiny_run["out"], "--out", tmp_path, "--target", "")
+    assert r.exit_code == 1 and "--target is empty" in r.output
     mine = tmp_path / "out-test-int8"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
@@ -449,6 +453,33 @@ def _archive_of(folder: Path, where: Path, extra: str) -> Path:
     with tarfile.open(out, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
     return out
+
+
+@pytest.mark.parametrize("stop", ["archive", "engine"])
+def test_an_interrupted_or_failed_package_leaves_nothing_behind(tiny_run, tmp_path, monkeypatch, stop):
+    """Ctrl-C while the archive is written, or a failure while the bundle is assembled: no bundle folder without
+    its archive, no staging files, and an output folder made for this package is gone."""
+    import edgeft.bundling.archive as archive
+    import edgeft.bundling.golden as golden
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(*(archive, "write_tar_gz", interrupt) if stop == "archive" else (golden, "reference_logits", fail))
+    out = tmp_path / "new"
+    r = CliRunner().invoke(cli, ["package", str(tiny_run["out"]), "--out", str(out)])
+    assert r.exit_code != 0 and not out.exists(), r.output
+    # into a folder that holds a previous bundle: that one stays whole, nothing is added next to it
+    monkeypatch.undo()
+    assert invoke("package", tiny_run["out"], "--out", out).exit_code == 0
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(*(archive, "write_tar_gz", interrupt) if stop == "archive" else (golden, "reference_logits", fail))
+    r = CliRunner().invoke(cli, ["package", str(tiny_run["out"]), "--out", str(out)])
+    assert r.exit_code != 0
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_repackaging_replaces_an_archive_left_alone_by_its_folder(tiny_run, tmp_path):

@@ -410,6 +410,10 @@ def test_latency_gate_on_a_host_without_the_target_isa_is_not_measured(tiny_run,
     assert report["verdict"] == "incomplete" and report["host"]["isa_class"] == "avx2"
     assert report["engines"][0]["latency_ms"]["p50_ms"] > 0           # measured, reported, not judged
     assert invoke("verify", run_dir, "--target", target, "--accept-unmeasured").exit_code == 0
+    # packaged as it is, and said so at packaging time, not only later on the device
+    r = invoke("package", run_dir, "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert "vnni's verification is incomplete (not measured: p50_ratio_vs_fp32)" in r.output
     monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 avx2 avx512_vnni")
     r = invoke("verify", run_dir, "--target", target)
     assert r.exit_code == 3 and "p50_ratio_vs_fp32" in r.output, r.output
