@@ -175,11 +175,13 @@ def console():
 
 
 def _print_table(doc: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     h = doc["host"]
-    t = Table(title=f"{doc['source'].get('name')} on {h['cpu'].strip()} [{h['isa_class']}], {h['cores']} cores "
-                    f"(median of {doc['settings']['rounds']} rounds)")
+    # escaped: rich reads "[avx512_vnni]" as a style tag and drops it
+    t = Table(title=escape(f"{doc['source'].get('name')} on {h['cpu'].strip()} [{h['isa_class']}], {h['cores']} cores "
+                           f"(median of {doc['settings']['rounds']} rounds)"))
     for col in ("engine", "batch", "seq", "threads", "p50 ms", "p99 ms", "items/s", "cold s", "RSS MB", "CV"):
         t.add_column(col, justify="left" if col == "engine" else "right")
     for r in sorted(doc["results"], key=lambda r: (r["batch"], r["seq"] or 0, r["threads"] or 0)):

@@ -329,3 +329,13 @@ def test_kernel_flavours_are_refused_for_other_backends():
     assert "edgeft-int8-u8u8" not in chosen_engines(load_target("x86-avx2-int8"), None)     # only on request
     with pytest.raises(EdgeftError, match="kernel flavours are for ONNX Runtime int8 targets"):
         chosen_engines(load_target("x86-avx512-int8-openvino"), ["edgeft-int8-u8u8"])
+
+
+def test_console_table_title_keeps_the_isa_class_in_brackets(capsys):
+    """rich reads "[avx512_vnni]" as markup; the title must print it as text."""
+    from edgeft.benchmark.run import _print_table
+
+    doc = {"host": {"cpu": "AMD EPYC", "isa_class": "avx512_vnni", "cores": 2}, "source": {"name": "r"},
+           "settings": {"rounds": 3}, "results": [], "accuracy": []}
+    _print_table(doc)
+    assert "AMD EPYC [avx512_vnni], 2 cores" in capsys.readouterr().err
