@@ -7,8 +7,8 @@ a run (or any .onnx), at one input shape, with the host (CPU model and ISA flags
 Text engines get token ids in [1000, 2000) and a full attention mask at ``--batch`` x ``--seq``; image engines
 get random pixels at their exported size. The profiler adds per-node overhead, so the totals are above what
 `edgeft bench` measures: read the shares and the ratios between engines profiled in the same run, not the
-absolute milliseconds. Each engine is opened as it was saved (its optimizations are already applied), so the
-profile shows the kernels the engine runs on this CPU.
+absolute milliseconds. Each engine is opened as edgeft's runtime opens it (saved optimized; ORT's layout
+transforms at load only where engine.json asks for them), so the profile shows the kernels it runs on this CPU.
 """
 from __future__ import annotations
 
@@ -40,12 +40,13 @@ def feeds_for(session, batch: int, seq: int, rng) -> dict:
     return feeds
 
 
-def profile(model: Path, batch: int, seq: int, iters: int, threads: int) -> tuple[dict, float]:
+def profile(model: Path, batch: int, seq: int, iters: int, threads: int, at_load: str = "disabled") -> tuple[dict, float]:
     """Kernel time per op type, ms per inference (and the node count per inference), and the total."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL    # engines are saved optimized
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if at_load == "all"
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     so.intra_op_num_threads = threads
     so.enable_profiling = True
     so.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"edgeft-profile-{os.getpid()}")
@@ -69,11 +70,12 @@ def profile(model: Path, batch: int, seq: int, iters: int, threads: int) -> tupl
     return per, sum(t for t, _ in per.values())
 
 
-def engine_model(path: Path) -> Path:
+def engine_model(path: Path) -> tuple[Path, str]:
+    """The model file, and its ``load_optimization_level`` (what the runtime applies at load)."""
     if path.is_dir():
         meta = json.loads((path / "engine.json").read_text())
-        return path / meta["file"]
-    return path
+        return path / meta["file"], meta.get("load_optimization_level", "disabled")
+    return path, "disabled"
 
 
 def main() -> None:
@@ -90,11 +92,12 @@ def main() -> None:
 
     host = current()
     print(f"# {host.cpu} [{host.isa_summary()}], ORT {ort.__version__}, threads {a.threads or 'default'}, "
-          f"b{a.batch} s{a.seq}, {a.iters} profiled runs")
+          f"b{a.batch} s{a.seq}, {a.iters} + 20 warm-up runs, all profiled and averaged")
     out = {"host": {"cpu": host.cpu, "isa_flags": host.isa_summary()}, "onnxruntime": ort.__version__, "engines": {}}
     totals = {}
     for path in a.engines:
-        per, total = profile(engine_model(path), a.batch, a.seq, a.iters, a.threads)
+        model, at_load = engine_model(path)
+        per, total = profile(model, a.batch, a.seq, a.iters, a.threads, at_load)
         totals[str(path)] = total
         print(f"\n{path}: {total:.3f} ms per inference under the profiler")
         print(f"  {'op type':28s} {'ms':>7s} {'share':>6s} {'nodes':>5s}")

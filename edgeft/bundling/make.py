@@ -64,6 +64,10 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
     report = read_json(ctx.require("verify.report_json"))
     specs = {load_target(t).name: load_target(t) for t in ctx.config.targets}
     wanted = list(opts.targets) or list(specs)
+    if "host" in wanted:       # what `edgeft run` defaults to: this CPU's shipped target
+        from edgeft.targets import host_target_name
+
+        wanted = [host_target_name()[0] if t == "host" else t for t in wanted]
     if any(not t.strip() for t in wanted):
         raise EdgeftError("--target is empty", fix=f"pass one of the run's targets ({', '.join(specs)}), or drop --target")
     unknown = [t for t in wanted if t not in specs and Path(t).stem not in specs]
@@ -200,6 +204,7 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
         ref = golden.reference_logits(ref_onnx, work / "engine", inputs, ctx.config.train.max_length)
         tol = golden.tolerance(engine_logits, ref, golden.head_step(ref_onnx) if spec.precision == "int8" else None,
                                deferred_kit=bool(meta_engine.get("deferred")))
+        _require_decisive(engine_logits, tol["atol"], facts.task, n, len(test), opts.golden)
         # the tolerance also goes into a checksummed file: bundle.json is unsigned, and its copy is checked against this
         write_text_atomic(work / "golden/expected.json", _canonical_json(
             {"engine_logits": engine_logits.tolist(), "baseline_logits": base_logits.tolist(),
@@ -270,6 +275,21 @@ def _one_bundle(ctx, spec, row: dict, report: dict, opts: PackageOptions, out: P
     log(f"package: {name}: {len(meta['files'])} files, {size / 1e6:.1f} MB; {archive.name} "
         f"({archive.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(archive)[:16]}…)")
     return final
+
+
+def _require_decisive(logits: np.ndarray, atol: float, task: str, n: int, available: int, asked: int) -> None:
+    """A bundle whose golden check can never pass is not made: `edgeft-runtime check` fails when no golden
+    input's top-1 margin exceeds 2 x atol (no label would be checked)."""
+    if task != "classification" or logits.ndim != 2 or logits.shape[-1] < 2 or not n:
+        return
+    srt = np.sort(logits, -1)
+    if ((srt[:, -1] - srt[:, -2]) > 2 * atol).any():
+        return
+    more = (f"pass a larger --golden (the test split has {available} inputs)" if asked < available
+            else "the whole test split is in the golden set already: the engine's decisions are too close to call")
+    raise EdgeftError(f"no golden input has a top-1 margin above 2 x the tolerance ({2 * atol:.4g}): the bundle's "
+                      "`edgeft-runtime check` could not check any label and would fail on every device",
+                      fix=f"{more}; or train longer for more confident decisions")
 
 
 def _input_specs(onnx_path: Path, spec, modality: str, engine_dir: Path) -> list[dict]:

@@ -147,7 +147,8 @@ def _check_reusable(out: Path) -> None:
         return
     foreign = sorted(present - set(OUTPUT_FILES) - set(PLOT_FILES))
     previous = (out / "bench.json").is_file() and _is_bench_doc(out / "bench.json")
-    if foreign or not previous:
+    crashed = present == {"bench.log"}       # a bench killed before it wrote anything but its log
+    if foreign or not (previous or crashed):
         shown = foreign or sorted(present)
         raise EdgeftError(f"--out {out} holds files `bench` did not write ({', '.join(shown[:5])}"
                           f"{', ...' if len(shown) > 5 else ''})",
@@ -595,8 +596,10 @@ def bundle_engines(bundle) -> list[EngineSpec]:
         engine_dir = build_from_kit(bundle)
     model = engine_dir / json.loads((engine_dir / "engine.json").read_text())["file"]
     names = {"input_names": [i["name"] for i in m["inputs"]]}
+    fit = bundle.host_fit()
     engines = [EngineSpec(f"edgeft-{m['target']['precision']}", "engine_dir", str(engine_dir), str(bundle.engine_dir),
-                          model.stat().st_size, limits, extra=names)]
+                          model.stat().st_size, limits, extra=names,
+                          caveat=fit[1] if fit and fit[0] == "refuse" else "")]
     if m.get("reference"):
         ref = bundle.root / m["reference"]["dir"]
         engines.append(EngineSpec("edgeft-fp32-reference", "engine_dir", str(ref), str(ref),
@@ -632,6 +635,7 @@ def bench_bundle(bundle, sweep_items: list[str], settings_kw: dict, out: Path | 
     target = Path(out or f"bench-{m['name']}")
     existed = target.exists()
     out = prepare_out(target, [(bundle.root, "")], bench=True)
+    (out / "bench.log").unlink(missing_ok=True)      # a previous run-directory bench's log is not this bench's
     try:
         engines = bundle_engines(bundle)
         results, warnings = measure(engines, settings, progress)

@@ -30,7 +30,7 @@ BUNDLE_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema_version": {"const": BUNDLE_SCHEMA_VERSION},
         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"},
-        "version": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"},
+        "version": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\ufeff]+$"},
         "target": {"type": "object", "required": ["name", "backend", "precision", "device"],
                    "properties": {"name": {"type": "string"}, "backend": {"type": "string"},
                                   "precision": {"enum": ["fp32", "fp16", "int8"]},
@@ -96,7 +96,9 @@ def problems(value: Any, schema: dict, where: str = "") -> list[str]:
     if isinstance(value, str):
         if len(value) < schema.get("minLength", 0):
             out.append(f"{name} must not be empty")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        # fullmatch: JSON Schema patterns are searches, but every pattern here is anchored, and "$" would
+        # let a trailing newline through
+        if "pattern" in schema and not re.fullmatch(schema["pattern"].removeprefix("^").removesuffix("$"), value):
             out.append(f"{name} {value!r} does not match {schema['pattern']}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and "minimum" in schema \
             and value < schema["minimum"]:

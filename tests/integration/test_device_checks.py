@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -253,3 +254,56 @@ def test_a_version_with_a_control_character_is_refused_when_packaging_and_on_the
     d = edited(bundle, tmp_path, lambda m: m.update(version="1.0\nx"))
     r = runtime_cli("info", d)
     assert r.returncode == 1 and "version" in r.stderr and "does not match" in r.stderr
+
+
+def test_the_host_side_bench_of_a_u8s8_bundle_on_avx2_marks_it_rather_than_passing_it(bundle, tmp_path, monkeypatch):
+    """`edgeft bench BUNDLE` on the build machine compares engines there (it does not refuse), but an engine that
+    computes wrong sums on this CPU carries a caveat and its accuracy rows a ⚠."""
+    d = u8s8_bundle(bundle, tmp_path)
+    monkeypatch.setenv("EDGEFT_CPU_FLAGS", AVX2)
+    r = CliRunner().invoke(cli, ["bench", str(d), "--out", str(tmp_path / "o"), "--rounds", "1", "--duration", "0.05",
+                                 "--warmup", "0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "o/bench.json").read_text())
+    caveat = next(e for e in doc["engines"] if e["name"] == "edgeft-int8").get("caveat", "")
+    assert "u8s8 int8 kernels" in caveat and "wrong" in caveat
+    assert "| edgeft-int8 ⚠ | 1 |" in (tmp_path / "o/bench.md").read_text()
+
+
+def test_a_tensorrt_kit_from_before_the_kit_floor_is_checked_by_its_own_rule(bundle, tmp_path):
+    """Kits packaged before `tensorrt_kit_floor` existed have an atol without it: not called edited."""
+    from edgeft_runtime.bundle import Bundle
+
+    d = edited(bundle, tmp_path, lambda m: m["engine"].update(deferred=True))
+    with Bundle.open(d) as b:
+        assert "tensorrt_kit_floor" not in b.meta["golden"]["tolerance"]
+        assert b.check_tolerance(np.ones((2, 3), np.float32)) == b.meta["golden"]["tolerance"]["atol"]
+
+
+def test_bundle_names_and_versions_with_a_trailing_newline_fail_the_schema():
+    from edgeft_runtime.schema import BUNDLE_SCHEMA, problems
+
+    props = BUNDLE_SCHEMA["properties"]
+    assert not problems("1.2.0", props["version"]) and not problems("voice-1", props["name"])
+    for value, field in (("1.2.0\n", "version"), ("1\u202e0", "version"), ("1\u200b", "version"), ("voice-1\n", "name")):
+        assert problems(value, props[field]), (value, field)
+
+
+def test_package_refuses_a_golden_set_whose_check_could_compare_no_label():
+    import numpy as _np
+
+    from edgeft.bundling.make import _require_decisive
+    from edgeft.errors import EdgeftError
+
+    logits = _np.array([[1.0, 0.9], [0.2, 0.25]], _np.float32)
+    _require_decisive(logits, 0.01, "classification", 2, 10, 2)            # margin 0.1 > 2 x 0.01: fine
+    with pytest.raises(EdgeftError, match="no golden input has a top-1 margin") as e:
+        _require_decisive(logits, 0.06, "classification", 2, 10, 2)
+    assert "larger --golden (the test split has 10 inputs)" in e.value.fix
+    _require_decisive(logits, 0.06, "regression", 2, 10, 2)                 # no labels to check: nothing to refuse
+
+
+def test_package_target_host_resolves_to_this_cpus_target(tiny_run, tmp_path):
+    r = CliRunner().invoke(cli, ["package", str(tiny_run["out"]), "--out", str(tmp_path), "--target", "host"])
+    assert r.exit_code == 1 and "no such target" not in r.output
+    assert "this run has no engine for it" in r.output and "test-int8" in r.output
