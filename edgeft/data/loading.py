@@ -1,13 +1,18 @@
 """Turn a data source (see sources.py) into cleaned, stratified, seeded train/validation/test splits.
 
+Labels that differ only in case/whitespace, or that are the same number ("0" and "0.0"), stay separate
+classes (they may be meant so); one warning line names them before training.
+
 Raises:
-    DataError: missing file, unsupported format, missing columns (the existing ones are listed), no
-        usable rows, a single class, fewer examples than classes, eval labels unseen in training.
+    DataError: missing file, unsupported format, missing columns (the existing ones are listed), the same
+        column as input and label, no usable rows, a single class, fewer examples than classes (after
+        cleaning: with what cleaning dropped and the fix for it), eval labels unseen in training.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +23,19 @@ from edgeft.data.sources import IMAGEFOLDER, Source, read_source, read_table
 from edgeft.data.example import Example
 from edgeft.errors import DataError
 
+# what each dropped-row count means, and what to do when it leaves too little to train on
+_DROP_CAUSES = {
+    "leaked_into_eval": ("leakage: training texts that also occur in the evaluation data",
+                         "pass an --eval-data file that does not repeat the training texts, or drop --eval-data "
+                         "to have a stratified train/validation/test split made from --data"),
+    "conflicting_labels": ("texts that appear with more than one label",
+                           "give each text one label: every copy of a text with conflicting labels is dropped"),
+    "missing_label": ("rows without a label", "check that --label-column names the column holding the labels"),
+    "empty_text": ("rows with an empty input", "check that --text-column / --image-column names the input column"),
+    "exact_duplicates": ("exact duplicates", "add more distinct examples"),
+    "normalized_duplicates": ("duplicates up to case, spacing and punctuation", "add more distinct examples"),
+    "undecodable_images": ("images that cannot be decoded", "replace the undecodable images"),
+}
 
 
 @dataclass
@@ -46,11 +64,16 @@ class SplitData:
 
 
 def to_examples(rows: list[dict], path: Path | str, text_col: str, label_col: str,
-                input_flag: str = "--text-column") -> tuple[list[Example], Counter]:
-    """Keep rows with a non-empty input and label; count what was dropped and why."""
+                input_flag: str = "--text-column", missing_labels: frozenset[str] = frozenset()) -> tuple[list[Example], Counter]:
+    """Keep rows with a non-empty input and label; count what was dropped and why. ``missing_labels``: label strings
+    that mean "no label" (a CSV's "NaN", see sources.MISSING_SPELLINGS)."""
     if not rows:
         raise DataError(f"{path} holds no rows", fix="point --data at a file with a header and examples")
     columns = list(rows[0].keys())
+    if text_col == label_col:
+        raise DataError(f"{path}: {input_flag} and --label-column both name the column {text_col!r}; the labels "
+                        "must come from a column of their own",
+                        fix=f"pass the column holding the labels as --label-column (columns present: {columns})")
     missing = [c for c in (text_col, label_col) if c not in columns]
     if missing:
         raise DataError(f"{path}: column(s) {missing} not found; columns present: {columns}",
@@ -63,7 +86,7 @@ def to_examples(rows: list[dict], path: Path | str, text_col: str, label_col: st
         if text is None or not str(text).strip():
             dropped["empty_text"] += 1
             continue
-        if _missing(label):
+        if _missing(label) or (isinstance(label, str) and label.strip() in missing_labels):
             dropped["missing_label"] += 1
             continue
         label_text = _label_text(label)
@@ -82,7 +105,8 @@ def to_examples(rows: list[dict], path: Path | str, text_col: str, label_col: st
 
 def _missing(value) -> bool:
     """None, empty text, and a float NaN (what parquet/JSON writers leave for a missing label). The words
-    "none", "null", "nan" are left alone: they can be real class names."""
+    "none", "null", "nan" are left alone here: they can be real class names (a CSV, which has no null, passes
+    its missing-value spellings to ``to_examples`` as ``missing_labels``)."""
     if value is None:
         return True
     if isinstance(value, float) and value != value:
@@ -131,7 +155,19 @@ def random_split(examples: list[Example], fraction: float, seed: int) -> tuple[l
     return shuffled[n:], shuffled[:n]
 
 
-def _check_targets(examples: list[Example], where: str) -> None:
+def _cleaning_note(dropped: Counter | None, left: int) -> tuple[str, str | None]:
+    """What cleaning dropped from the training data (message suffix), and the fix for its largest cause when
+    that cause dropped at least as many rows as are ``left`` (otherwise the data was small to begin with)."""
+    counts = {k: v for k, v in (dropped or {}).items() if v and not k.startswith("eval_")}
+    if not counts:
+        return "", None
+    parts = [f"{k}={v} ({_DROP_CAUSES[k][0]})" if k in _DROP_CAUSES else f"{k}={v}" for k, v in counts.items()]
+    top = max((k for k in counts if k in _DROP_CAUSES), key=counts.get, default=None)
+    fix = _DROP_CAUSES[top][1] if top and counts[top] >= left else None
+    return f"; cleaning dropped {', '.join(parts)}", fix
+
+
+def _check_targets(examples: list[Example], where: str, dropped: Counter | None = None) -> None:
     bad = []
     for ex in examples:
         try:
@@ -142,25 +178,62 @@ def _check_targets(examples: list[Example], where: str) -> None:
         raise DataError(f"{where}: regression needs numeric labels, got {sorted(set(bad))[:5]}",
                         fix="check --label-column, or drop --task regression for class labels")
     if len(examples) < 10:
-        raise DataError(f"{where}: {len(examples)} examples are too few to train, validate and test",
-                        fix="provide at least 10 examples")
+        note, fix = _cleaning_note(dropped, len(examples))
+        raise DataError(f"{where}: {len(examples)} examples are too few to train, validate and test{note}",
+                        fix=fix or "provide at least 10 examples")
 
 
-def _check_labels(train: list[Example], where: str, task: str) -> None:
+def _check_labels(train: list[Example], where: str, task: str, dropped: Counter | None = None) -> None:
+    """``dropped``: the cleaning counts so far, named in the error when too little is left."""
     if task == "regression":
-        _check_targets(train, where)
+        _check_targets(train, where, dropped)
     else:
-        _check_classes(train, where)
+        _check_classes(train, where, dropped)
 
 
-def _check_classes(train: list[Example], where: str) -> None:
+def _check_classes(train: list[Example], where: str, dropped: Counter | None = None) -> None:
     counts = Counter(ex.label for ex in train)
+    note, fix = _cleaning_note(dropped, len(train))
+    if not counts:
+        raise DataError(f"{where}: cleaning left 0 training examples{note}",
+                        fix=fix or "check the text and label columns")
     if len(counts) < 2:
-        raise DataError(f"{where}: only one class ({next(iter(counts))!r}); classification needs at least two",
-                        fix="check --label-column, or add examples of the other classes")
+        raise DataError(f"{where}: only one class ({next(iter(counts))!r}); classification needs at least two{note}",
+                        fix=fix or "check --label-column, or add examples of the other classes")
     if len(train) < 2 * len(counts):
-        raise DataError(f"{where}: {len(train)} examples for {len(counts)} classes: too few to train and validate",
-                        fix="provide at least a few examples per class")
+        raise DataError(f"{where}: {len(train)} examples for {len(counts)} classes: too few to train and validate{note}",
+                        fix=fix or "provide at least a few examples per class")
+
+
+def label_spelling_clashes(labels) -> list[list[str]]:
+    """Groups of labels that differ only by case/whitespace, or that are the same number ("0", "0.0")."""
+    groups: dict[tuple, list[str]] = {}
+    for label in sorted(set(labels)):
+        groups.setdefault(("text", " ".join(label.split()).casefold()), []).append(label)
+        try:
+            number = float(label)
+        except ValueError:
+            continue
+        if math.isfinite(number):               # "nan" and "inf" are words here, not numbers to compare
+            groups.setdefault(("number", number), []).append(label)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _warn_label_spellings(labels, report: dict) -> None:
+    """One console line (and the report) naming near-identical labels: merging them is the user's call."""
+    from edgeft.console import CONSOLE
+    from edgeft.distributed import is_main
+
+    clashes = label_spelling_clashes(labels)
+    if not clashes:
+        return
+    shown = "; ".join(" vs ".join(repr(x) for x in g) for g in clashes[:5])
+    more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+    msg = (f"labels that differ only in case/spacing or are the same number train as separate classes: {shown}"
+           f"{more}; if each is one class, write it one way in the label column")
+    report["warnings"] = [msg]
+    if is_main():                                # every DDP rank loads the data; one line is enough
+        CONSOLE.line(f"[edgeft] data: warning: {msg}")
 
 
 def load_splits(cfg: RunConfig) -> SplitData:
@@ -184,7 +257,7 @@ def load_splits(cfg: RunConfig) -> SplitData:
         before = _distribution(examples)
         examples, dup = dedupe(examples)
         dropped.update(dup)
-        _check_labels(examples, source.where, cfg.task)
+        _check_labels(examples, source.where, cfg.task, dropped)
         split = stratified_split if cfg.task == "classification" else random_split
         eval_source = read_source(cfg.eval_data) if cfg.eval_data else None
         if eval_source is None and source.eval_rows:
@@ -193,6 +266,10 @@ def load_splits(cfg: RunConfig) -> SplitData:
             test, eval_dropped = _examples(eval_source, cfg, modality)
             test, eval_dup = dedupe(test)
             dropped.update({f"eval_{k}": v for k, v in (eval_dropped + eval_dup).items()})
+            if not test:                     # only conflicting labels drop every copy of a text
+                raise DataError(f"{eval_source.where}: cleaning left 0 evaluation examples: all "
+                                f"{eval_dup['conflicting_labels']} are {_DROP_CAUSES['conflicting_labels'][0]}",
+                                fix=_DROP_CAUSES["conflicting_labels"][1])
             train, val = split(examples, cfg.split.validation_fraction, cfg.seed)
         else:
             rest, test = split(examples, cfg.split.test_fraction, cfg.seed)
@@ -207,7 +284,7 @@ def load_splits(cfg: RunConfig) -> SplitData:
         from edgeft.data.images import check_images
 
         train, val, test = (check_images(part, cfg.bad_images, dropped) for part in (train, val, test))
-    _check_labels(train, "training split", cfg.task)
+    _check_labels(train, "training split", cfg.task, dropped)
     if cfg.task == "regression":
         _check_targets(val + test, "evaluation data")
         labels = ["value"]
@@ -224,6 +301,7 @@ def load_splits(cfg: RunConfig) -> SplitData:
     else:
         report["class_distribution_before"] = before
         report["class_distribution"] = {name: _distribution(s) for name, s in parts}
+        _warn_label_spellings({ex.label for _, s in parts for ex in s}, report)
     return SplitData(train, val, test, labels, report, modality, cfg.task)
 
 
@@ -245,9 +323,9 @@ def detect_modality(source: Source, cfg: RunConfig) -> str:
 
 def _examples(source: Source, cfg: RunConfig, modality: str) -> tuple[list[Example], Counter]:
     if modality == "text":
-        return to_examples(source.rows, source.where, cfg.text_column, cfg.label_column)
+        return to_examples(source.rows, source.where, cfg.text_column, cfg.label_column, missing_labels=source.missing)
     col, label = ("image", "label") if source.kind == IMAGEFOLDER else (cfg.image_column, cfg.label_column)
-    examples, dropped = to_examples(source.rows, source.where, col, label, "--image-column")
+    examples, dropped = to_examples(source.rows, source.where, col, label, "--image-column", source.missing)
     if source.kind == "table":                 # paths in a table are relative to the table's folder
         base = Path(source.where).resolve().parent
         examples = [Example(str((base / e.text).resolve()), e.label) for e in examples]

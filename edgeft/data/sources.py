@@ -1,7 +1,10 @@
 """Read a data source into rows (dicts): files, Hugging Face datasets, image folders.
 
 Sources:
-    table.csv / .tsv / .jsonl / .parquet    one example per row, header = column names
+    table.csv / .tsv / .jsonl / .parquet    one example per row, header = column names (a .csv or .tsv whose
+                                            header is one column holding ";", tab or "|" is read with that
+                                            delimiter); in .csv/.tsv a label spelled as in MISSING_SPELLINGS
+                                            is a missing label
     folder saved with datasets' save_to_disk a Dataset, or a DatasetDict (its "train" split is the data;
                                             its "test" split becomes the evaluation set when none is given)
     hf:NAME[:CONFIG]                        a dataset on the Hugging Face hub (needs the hub; offline it
@@ -25,6 +28,13 @@ TABLES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None, ".parquet": 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 IMAGEFOLDER = "imagefolder"
 CSV_FIELD_LIMIT = 16 << 20        # long documents are fine; beyond this a field is a quoting error
+DELIMITERS = (",", ";", "\t", "|")
+# pandas.read_csv's default NaN strings, case-sensitive, but for "None": a CSV cell has no null, so these
+# spellings are how writers (pandas, R, Excel) leave a label out; "None" is kept a class because intent datasets
+# name their catch-all intent so (LUIS, Rasa exports). JSONL/parquet labels have a real null, so there every
+# string is a label.
+MISSING_SPELLINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"})
 
 
 @dataclass
@@ -33,6 +43,7 @@ class Source:
     where: str
     kind: str                              # "table", "hf", or IMAGEFOLDER
     eval_rows: list[dict] | None = None    # a DatasetDict's test split
+    missing: frozenset[str] = frozenset()  # label strings that mean "no label" (CSV/TSV: MISSING_SPELLINGS)
 
 
 def read_source(spec: str) -> Source:
@@ -43,7 +54,8 @@ def read_source(spec: str) -> Source:
         if any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
             return _from_disk(path)
         return _image_folder(path)
-    return Source(read_table(path), str(path), "table")
+    missing = MISSING_SPELLINGS if path.suffix.lower() in (".csv", ".tsv") else frozenset()
+    return Source(read_table(path), str(path), "table", missing=missing)
 
 
 def read_table(path: Path) -> list[dict]:
@@ -62,7 +74,7 @@ def read_table(path: Path) -> list[dict]:
     try:
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would glue onto the first column name
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f, delimiter=TABLES[suffix]))
+            return list(csv.DictReader(f, delimiter=_delimiter(f, TABLES[suffix])))
     except UnicodeDecodeError as err:
         raise DataError(f"cannot read {path}: it is not UTF-8 text ({err.reason} at byte {err.start})",
                         fix="save the file as UTF-8 (in Excel: Save As > CSV UTF-8)") from None
@@ -72,6 +84,19 @@ def read_table(path: Path) -> list[dict]:
                             "practice means a quote that is never closed (the rest of the file became one field)",
                             fix="check the quoting of the text column (a stray \" opens a field), or use JSONL") from None
         raise DataError(f"cannot read {path}: {err}", fix="check the file's quoting and delimiter") from None
+
+
+def _delimiter(f, expected: str) -> str:
+    """``expected``, unless the header is one column under it and csv.Sniffer finds another of DELIMITERS in it
+    (a European Excel "CSV" uses ";"): one column cannot hold both text and label, so no real file is misread."""
+    header = f.readline()
+    f.seek(0)
+    if len(next(csv.reader([header], delimiter=expected), [])) > 1:
+        return expected
+    try:
+        return csv.Sniffer().sniff(header, delimiters="".join(d for d in DELIMITERS if d != expected)).delimiter
+    except csv.Error:                    # none of them in the header: a one-column file, named as such later
+        return expected
 
 
 def _read_parquet(path: Path) -> list[dict]:
