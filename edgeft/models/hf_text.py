@@ -1,7 +1,8 @@
 """Hugging Face text classification: resolve the model folder, load it with a fresh head, tokenize.
 
 Raises:
-    ConfigError: the folder is not a Hugging Face model (no config.json) or has no tokenizer.
+    ConfigError: the folder is not a Hugging Face model (no config.json), or transformers cannot load its
+        config, weights or tokenizer (the folder and the library's reason named).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Sequence
 
 from edgeft.config import BUILTIN_MODEL
 from edgeft.errors import ConfigError
+from edgeft.models import SAVE_FIX, TOKENIZER_FILES, loading_error
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -33,9 +35,12 @@ def load_tokenizer(path: Path):
 
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=True)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load a tokenizer from {path}: {err}",
-                          fix="save the tokenizer next to the model (tokenizer.save_pretrained(folder))") from None
+    # transformers fails on a bad tokenizer folder with OSError, ValueError, TypeError (a vocab path of None),
+    # KeyError, ...: whichever it is, the folder is unusable and the user needs its name, not the traceback
+    except Exception as err:  # noqa: BLE001
+        present = [n for n in (*TOKENIZER_FILES, "tokenizer_config.json") if (Path(path) / n).is_file()]
+        raise loading_error(path, f"a tokenizer (tokenizer files there: {present or 'none'})", err,
+                            fix="save the tokenizer next to the model: tokenizer.save_pretrained(folder)") from err
 
 
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
@@ -49,13 +54,19 @@ def load_classifier(path: Path, labels: Sequence[str], dropout: float | None = N
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                        label2id={name: i for i, name in enumerate(labels)})
+    try:
+        config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                            label2id={name: i for i, name in enumerate(labels)})
+    except Exception as err:  # noqa: BLE001 - any failure here means config.json is not a usable model config
+        raise loading_error(path, "the model config (config.json)", err) from err
     if dropout is not None:
         for key in DROPOUT_KEYS:
             if hasattr(config, key):
                 setattr(config, key, dropout)
-    return AutoModelForSequenceClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
+    except Exception as err:  # noqa: BLE001 - missing, truncated or foreign weights all mean an unusable folder
+        raise loading_error(path, "a text classifier", err, fix=SAVE_FIX) from err
 
 
 class Encoded:

@@ -6,7 +6,8 @@ pipeline (``forward(pixel_values) -> .logits``, a ``config``) and are exported w
 ``TorchvisionOnnxConfig``, an Optimum ``VisionOnnxConfig`` of this project's own.
 
 Raises:
-    ConfigError: unknown torchvision architecture, unreadable weights, a non-vision folder.
+    ConfigError: unknown torchvision architecture or hf-config type, unreadable weights, a folder
+        transformers cannot load (the folder and the library's reason named).
 """
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 from edgeft.errors import ConfigError
+from edgeft.models import check_model_name, loading_error
 from edgeft_runtime.image import ImagePreprocessor
 
-TORCHVISION_ARCHS = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
-HF_CONFIG_TYPES = ("resnet", "mobilenet_v2", "vit")
 TV_JSON = "torchvision.json"
 
 
@@ -97,12 +97,14 @@ class HFVisionFamily(ImageFamily):
         kw = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
               "label2id": {n: i for i, n in enumerate(labels)}}
         if self.source.startswith("hf-config:"):
+            check_model_name(self.source)
             kind = self.source.split(":", 1)[1]
-            if kind not in HF_CONFIG_TYPES:
-                raise ConfigError(f"unknown Hugging Face vision config {kind!r}", fix=f"use one of {list(HF_CONFIG_TYPES)}")
             extra = {"image_size": self.cfg.image_size} if kind in ("vit", "mobilenet_v2") else {}
             return AutoConfig.for_model(kind, **kw, **extra)
-        return AutoConfig.from_pretrained(self.source, **kw)
+        try:
+            return AutoConfig.from_pretrained(self.source, **kw)
+        except Exception as err:  # noqa: BLE001 - any failure here means config.json is not a usable model config
+            raise loading_error(self.source, "the model config (config.json)", err) from err
 
     def new_model(self, labels, dropout=None, weights=None):
         from transformers import AutoModelForImageClassification
@@ -115,12 +117,19 @@ class HFVisionFamily(ImageFamily):
         if self.source.startswith("hf-config:"):
             warnings.warn(f"{self.source}: random initialization (no pretrained weights); train it or expect chance accuracy")
             return AutoModelForImageClassification.from_config(cfg)
-        return AutoModelForImageClassification.from_pretrained(self.source, config=cfg, ignore_mismatched_sizes=True)
+        try:
+            return AutoModelForImageClassification.from_pretrained(self.source, config=cfg, ignore_mismatched_sizes=True)
+        except Exception as err:  # noqa: BLE001 - missing, truncated or foreign weights all mean an unusable folder
+            raise loading_error(self.source, "an image classifier", err) from err
 
     def load_saved(self, folder: Path, labels):
         from transformers import AutoModelForImageClassification
 
-        return AutoModelForImageClassification.from_pretrained(folder)
+        try:
+            return AutoModelForImageClassification.from_pretrained(folder)
+        except Exception as err:  # noqa: BLE001 - a damaged fine-tuned folder: name it rather than show a traceback
+            raise loading_error(folder, "the fine-tuned image classifier", err,
+                                fix="redo the fine-tuning: edgeft finetune RUN_DIR --force") from err
 
     def save(self, model, folder: Path) -> None:
         model.save_pretrained(folder)
@@ -175,10 +184,8 @@ class TorchvisionFamily(ImageFamily):
 
     def __init__(self, source: str, vision_cfg):
         super().__init__(source, vision_cfg)
+        check_model_name(source)
         self.arch = source.split(":", 1)[1]
-        if self.arch not in TORCHVISION_ARCHS:
-            raise ConfigError(f"unknown torchvision model {self.arch!r}. Supported: {list(TORCHVISION_ARCHS)}",
-                              fix="pass --model torchvision:<one of those>")
 
     def _build(self, n: int):
         return _torchvision_wrapper()(self.arch, n, self.cfg.image_size)

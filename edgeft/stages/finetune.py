@@ -102,7 +102,7 @@ def run(ctx, work: Path, force: bool = False) -> tuple[list[Artifact], dict]:
     _log_data(ctx, data)
     save_splits(data, work / "data")
     set_seed(cfg.seed)
-    family = family_for(cfg, data.modality)
+    family = family_for(cfg, data.modality, log=lambda msg: ctx.log(f"finetune: {msg}"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ctx.log(f"finetune: {family.describe()} on {device}, {len(data.labels)} classes, "
             f"{len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test")
