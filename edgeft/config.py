@@ -20,7 +20,8 @@ BUILTIN_DATA = "builtin:smarthome"
 class Strict(BaseModel):
     # validate_default: defaults are coerced like given values (``qat_epochs`` default 1 -> 1.0), so a config
     # built from options and the same config reloaded from manifest.json fingerprint alike
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+    # allow_inf_nan: an infinite epoch count or learning rate passes every range check and fails deep in training
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
 
 
 class TrainConfig(Strict):
@@ -109,7 +110,7 @@ class RunConfig(Strict):
                                  "(e.g. bert.encoder.layer.5, bert.encoder.layer.5.output.dense)")
     fallback: int = Field(0, ge=0, description="on an accuracy gate failure keep up to N most sensitive blocks in FP32")
     fallback_minutes: float | None = Field(None, gt=0, description="time budget for the fallback rounds")
-    seed: int = Field(0, description="random seed (splits, initialization, training order)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (splits, initialization, training order)")
     out: Path | None = Field(None, description="run directory; default runs/<model>-<data>")
     train: TrainConfig = Field(default_factory=TrainConfig)
     search: dict[str, list[float]] | None = Field(None, description="hyper-parameter grid, repeatable: lr=1e-5,5e-5 "

@@ -87,11 +87,15 @@ class Manifest:
         rec = self.data["stages"].get(stage)
         if not rec or rec.get("fingerprint") != fingerprint:
             return False
+        return self.damaged(stage) is None
+
+    def damaged(self, stage: str) -> str | None:
+        """The first recorded file of ``stage`` that is missing or no longer matches its sha256, or None."""
         for a in self.by_stage(stage):
             p = self.run_dir / a.path
             if not p.is_file() or p.stat().st_size != a.bytes or sha256_file(p) != a.sha256:
-                return False
-        return True
+                return a.path
+        return None
 
     def record(self, stage: str, fingerprint: str, artifacts: list[Artifact], seconds: float,
                info: dict[str, Any] | None = None) -> None:

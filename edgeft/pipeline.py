@@ -70,8 +70,13 @@ class RunContext:
         if run_dir.exists() and not run_dir.is_dir():
             raise RunDirError(f"--out {run_dir} is a file, not a folder", fix="pass --out a new or empty folder")
         _check_owned(run_dir, Manifest.load(run_dir))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        held = _acquire_lock(run_dir) if lock and is_main() else None
+        created = not run_dir.exists()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            held = _acquire_lock(run_dir) if lock and is_main() else None
+        except OSError as e:
+            raise RunDirError(f"--out {run_dir} cannot be written ({e.strerror or e})",
+                              fix="pass --out a folder you can write") from None
         try:
             manifest = Manifest.load(run_dir)          # again, now that no other edgeft process works here
             _check_owned(run_dir, manifest)
@@ -80,12 +85,21 @@ class RunContext:
             raise
         targets, _ = resolve_host(list(config.targets))     # library callers get the concrete name recorded too
         ctx = cls(run_dir, config.model_copy(update={"targets": targets}), manifest)
-        ctx._lock = held
+        ctx._lock, ctx._created = held, created
         return ctx
+
+    _created: bool = field(default=False, repr=False)
 
     def close(self) -> None:
         _release_lock(self._lock)
         self._lock = None
+        # a folder this command made and no stage got to write into (bad data, a model that does not load):
+        # its log and lock go with it, so a failed first run leaves nothing behind
+        if self._created and self.run_dir.is_dir() and not (self.run_dir / "manifest.json").exists() and \
+                {p.name for p in self.run_dir.iterdir()} <= {LOG_FILE, LOCK_FILE}:
+            import shutil
+
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def __enter__(self) -> "RunContext":
         return self
@@ -192,6 +206,7 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
         if folder.is_dir() and not (legacy and manifest.stage_done(stage)):
             foreign += [p.relative_to(run_dir).as_posix() for p in sorted(folder.rglob("*"))
                         if p.is_file() and p.relative_to(run_dir).as_posix() not in recorded]
+    edited = []
     for name in ("report.md", "report.json"):
         p, source = run_dir / name, run_dir / "verify" / name
         if not p.is_file():
@@ -199,7 +214,11 @@ def _check_owned(run_dir: Path, manifest: Manifest) -> None:
         sha = sha256_file(p)
         copied_from_verify = legacy and source.is_file() and sha256_file(source) == sha
         if published.get(name) != sha and not copied_from_verify:
-            foreign.append(name)
+            (edited if name in published else foreign).append(name)
+    if edited:
+        raise RunDirError(f"{run_dir / edited[0]} was changed since edgeft wrote it; the next verify rewrites it",
+                          fix=f"keep your edits in a copy outside the run directory, then delete {edited[0]} "
+                              f"(`edgeft verify {run_dir}` writes it again)")
     if foreign:
         raise RunDirError(f"{run_dir} holds files edgeft did not write where it would write: "
                           f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}",
@@ -334,6 +353,10 @@ def run_stage(ctx: RunContext, name: str, force: bool = False) -> bool:
     if not force and ctx.manifest.is_current(name, fp):
         ctx.log(f"{name}: up to date, skipped (use --force to redo)")
         return False
+    rec = ctx.manifest.data["stages"].get(name)
+    if not force and rec and rec.get("fingerprint") == fp:       # nothing changed but its own files
+        ctx.log(f"{name}: {ctx.manifest.damaged(name)} is missing or was changed since this stage wrote it: "
+                "redoing the stage")
     work = ctx.run_dir / (f".{name}.tmp" if is_main() else f".{name}.tmp-rank{rank()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

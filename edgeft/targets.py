@@ -176,6 +176,9 @@ def resolve_target_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        raise TargetError(f"--target {name_or_path}: no such file", fix="check the path, or name a shipped target "
+                          "(`edgeft targets ls`)")
     candidate = targets_dir() / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate

@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from edgeft import __version__
-from edgeft.cli.options import GroupedCommand, config_options, overrides
+from edgeft.cli.options import GroupedCommand, build_from_flags, config_options, ignored_by, overrides
 from edgeft.config import RunConfig, build_config
 from edgeft.distributed import is_main
-from edgeft.errors import EdgeftError
+from edgeft.errors import ConfigError, EdgeftError
 
 EXIT_HELP = ("Exit codes: 0 all gates passed, 1 error, 2 usage error, 3 a gate failed, 4 incomplete: no gate failed "
              "but one could not be measured here (--accept-unmeasured: 0).")
@@ -67,7 +67,7 @@ def cli() -> None:
                   "--out skips stages whose inputs did not change. " + EXIT_HELP)
 @config_options
 @control_options
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(path_type=Path),
               help="Run directory [default: runs/<model>-<data>, printed at start].")
 @click.option("--force", is_flag=True, help="Redo every stage even when it is up to date.")
 @click.option("--accept-unmeasured", is_flag=True, help="Exit 0 instead of 4 when no gate failed but some could "
@@ -78,7 +78,7 @@ def run(out: Path | None, force: bool, accept_unmeasured: bool, print_config: bo
     values = overrides(kw)
     if out is not None:
         values["out"] = out
-    cfg = _resolve_host_target(build_config(values))
+    cfg = _resolve_host_target(build_from_flags(values))
     if _maybe_print(cfg, print_config):
         return
     _check_targets_and_calibration(cfg)
@@ -147,7 +147,7 @@ def _finish(ctx, accept_unmeasured: bool = False) -> None:
 def _stage_command(stage: str, doc: str):
     @cli.command(name=stage, cls=GroupedCommand, help=doc + " Works on an existing run directory; options "
                  "override the config recorded in its manifest. " + EXIT_HELP)
-    @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click.argument("run_dir", type=click.Path(path_type=Path))
     @config_options(recorded=True)
     @control_options
     @click.option("--force", is_flag=True, help="Redo the stage even when it is up to date.")
@@ -158,13 +158,18 @@ def _stage_command(stage: str, doc: str):
         from edgeft.manifest import Manifest
         from edgeft.pipeline import RunContext, run_stage
 
+        ignored = ignored_by(stage, kw)
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)}: not read by `edgeft {stage}`, which works from the run's "
+                              "recorded choices", fix=f"pass {ignored[0]} to `edgeft finetune {run_dir}` (or "
+                              f"`edgeft run --out {run_dir}`), which redoes what it changes; or drop it")
         base = Manifest.load(run_dir).data.get("config") if (run_dir / "manifest.json").is_file() else None
         if base is None and stage != "finetune":
             raise RunDirError(f"{run_dir} is not an edgeft run directory with a finished stage (no recorded config)",
                               fix=f"run `edgeft run --out {run_dir}` or `edgeft finetune {run_dir}` first")
         # only finetune reads the model and data it was given; later stages work from the run's own files
-        cfg = _resolve_host_target(build_config({**overrides(kw), "out": run_dir}, base,
-                                                check_paths=stage == "finetune"))
+        cfg = _resolve_host_target(build_from_flags({**overrides(kw), "out": run_dir}, base,
+                                                    check_paths=stage == "finetune"))
         if _maybe_print(cfg, print_config):
             return
         _check_targets_and_calibration(cfg)
@@ -257,7 +262,7 @@ def _open_recorded(run_dir: Path):
                   "bundle.json with the sha256 of every file. Writes OUT/<bundle>/ and OUT/<bundle>.tar.gz "
                   "(byte-reproducible). A target whose engine failed a gate is refused unless --allow-failed. "
                   "On the device: `edgeft-runtime check|info|predict|bench BUNDLE`.")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--target", "targets", multiple=True, help="Package only this target (repeatable) [default: every "
               "target of the run].")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the bundles [default: RUN_DIR/bundles].")

@@ -58,11 +58,37 @@ def _default_text(info) -> str:
     return f" [default: {default}]"
 
 
+def flag_of(path: str) -> str:
+    """The command-line flag that sets config field ``path``."""
+    return FLAG_NAMES.get(path, "--" + path.split(".")[-1].replace("_", "-"))
+
+
+def build_from_flags(values: dict[str, Any], base=None, check_paths: bool = True):
+    """``build_config`` for a command line: its problems name the flags the user typed (``--epochs``), not only
+    the config fields behind them (``train.epochs``)."""
+    import re
+
+    from edgeft.config import build_config
+    from edgeft.errors import ConfigError
+
+    try:
+        return build_config(values, base, check_paths=check_paths)
+    except ConfigError as e:
+        flagged = fields_with_flags()
+
+        def name(m: re.Match) -> str:
+            path = m.group(1)
+            return f"  - {flag_of(path)} ({path}):" if path in flagged else m.group(0)
+
+        message = re.sub(r"^  - ([\w.]+):", name, e.message, flags=re.M)
+        raise ConfigError(message, fix="correct the options above (`--help` lists each with its range)") from None
+
+
 def make_option(path: str, group: str, recorded: bool = False) -> click.Option:
     info = _field(path)
     tp = _unwrap_optional(info.annotation)
     leaf = path.split(".")[-1]
-    flag = FLAG_NAMES.get(path, "--" + leaf.replace("_", "-"))
+    flag = flag_of(path)
     help_text = (info.description or leaf.replace("_", " ")).rstrip(".")
     help_text = help_text[0].upper() + help_text[1:] + "." + (" [default: as recorded in the run]" if recorded
                                                               else _default_text(info))
@@ -92,13 +118,27 @@ def config_options(f=None, *, recorded: bool = False):
     params = [make_option(path, group, recorded) for group, paths in GROUPS.items() for path in paths]
     quant = click.Option(["--quant"], type=click.Choice(["qat", "ptq"]),
                          help="qat: calibrate then train with fake-quant (--qat-epochs, 1 unless given); "
-                              "ptq: calibrate only (= --qat-epochs 0). [default: qat]")
+                              "ptq: calibrate only (= --qat-epochs 0). "
+                              + ("[default: as recorded in the run]" if recorded else "[default: qat]"))
     quant.group = "Quantization"
     params.append(quant)
     if not hasattr(f, "__click_params__"):
         f.__click_params__ = []
     f.__click_params__.extend(reversed(params))      # click lists decorator params in reverse
     return f
+
+
+# what a stage command other than finetune reads from the flags; the rest is finetune's, recorded in the run
+STAGE_FIELDS = {"export": {"keep_fp32", "targets"}, "compile": {"targets"}, "verify": {"targets"}}
+
+
+def ignored_by(stage: str, kw: dict[str, Any]) -> list[str]:
+    """The flags given to ``stage`` that it does not read (they belong to finetune or another stage)."""
+    if stage not in STAGE_FIELDS:
+        return []
+    given = [name.replace(PARAM, ".") for name, value in kw.items() if value is not None and value != ()]
+    return [flag_of(p) if p != "quant" else "--quant" for p in given
+            if p not in STAGE_FIELDS[stage] and (p == "quant" or p in fields_with_flags())]
 
 
 def overrides(kw: dict[str, Any]) -> dict[str, Any]:

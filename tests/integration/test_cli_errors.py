@@ -44,6 +44,7 @@ def test_run_single_class(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     _assert_clean_failure(invoke("run", "--model", tiny_model_dir, "--data", data, "--out", out),
                           "only one class", out_dir=out)
+    assert not out.exists()          # the folder this run made, with its log and lock, goes with the failure
 
 
 def test_run_empty_data(tmp_path, tiny_model_dir):
@@ -213,3 +214,47 @@ def test_device_runtime_names_a_wrong_folder_and_a_missing_file(engine_dir, tmp_
 def test_latency_refuses_a_sequence_beyond_the_models_positions(engine_dir):
     r = _runtime("edgeft.runtime.latency", engine_dir, "--shape", "input_ids=1x4096", "--iters", "1")
     assert r.returncode == 1 and "at most 128 tokens" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_out_of_range_options_name_the_flag_and_fail_before_the_run_directory(tmp_path):
+    out = tmp_path / "out"
+    r = invoke("run", "--seed", "-5", "--epochs", "inf", "--lr", "nan", "--out", out)
+    _assert_clean_failure(r, "--seed (seed)", "--epochs (train.epochs): Input should be a finite number",
+                          "--lr (train.lr)", "`--help` lists each")
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_file_or_cannot_be_written_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    _assert_clean_failure(invoke("run", "--out", tmp_path / "f"), "is a file")
+    assert (tmp_path / "f").read_text() == "x"
+    _assert_clean_failure(invoke("run", "--out", "/proc/edgeft-cannot-be-here/out"), "cannot be written")
+    _assert_clean_failure(invoke("verify", tmp_path / "f"), "not an edgeft run directory")
+
+
+def test_stage_commands_refuse_options_they_do_not_read(tiny_run):
+    r = invoke("verify", tiny_run["out"], "--epochs", "3", "--lr", "0.1")
+    _assert_clean_failure(r, "--epochs, --lr: not read by `edgeft verify`", f"`edgeft finetune {tiny_run['out']}`")
+    r = invoke("compile", tiny_run["out"], "--quant", "ptq")
+    _assert_clean_failure(r, "--quant: not read by `edgeft compile`")
+    assert "[default: as recorded in the run]" in " ".join(invoke("verify", "--help").output.split())
+
+
+def test_run_names_a_damaged_file_it_redoes_and_verify_names_an_edited_report(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run["out"], run_dir)
+    engine = run_dir / "compile/test-int8/engine/model.onnx"
+    data = bytearray(engine.read_bytes())
+    data[-10] ^= 0xFF
+    engine.write_bytes(bytes(data))
+    args = [str(a) for a in tiny_run["args"]]
+    args[args.index("--out") + 1] = str(run_dir)
+    r = invoke(*args[1:]) if args[0] != "run" else invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert "compile: compile/test-int8/engine/model.onnx is missing or was changed since this stage wrote it" in r.output
+    assert "finetune: up to date, skipped" in r.output
+    (run_dir / "report.md").write_text((run_dir / "report.md").read_text() + "my notes\n")
+    r = invoke("verify", run_dir)
+    _assert_clean_failure(r, "report.md was changed since edgeft wrote it", "keep your edits in a copy")

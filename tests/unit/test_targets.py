@@ -112,3 +112,18 @@ def test_a_backend_whose_runtime_is_missing_names_its_install_command(monkeypatc
     with pytest.raises(BackendUnavailable, match=f"{module} is not installed") as e:
         backend_class(backend)().check_available()
     assert e.value.fix == install
+
+
+def test_target_files_that_are_missing_empty_a_list_or_tabbed_say_so(tmp_path):
+    with pytest.raises(TargetError, match="no such file") as e:
+        load_target(str(tmp_path / "nothere.yaml"))
+    assert "Available" not in str(e.value)
+    for text, needle in (("", "got nothing (the file is empty)"), ("- a\n- b\n", "got a list"),
+                         ("name: x\n\tbackend: y\n", "not valid YAML at line 2, column 1")):
+        p = tmp_path / "t.yaml"
+        p.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_target(str(p))
+        assert needle in str(e.value) and e.value.fix, str(e.value)
+        assert len(e.value.message.splitlines()) == 1            # one line, not the parser's multi-line dump
+    assert "not tabs" in str(e.value)
