@@ -83,7 +83,11 @@ class RunContext:
         except BaseException:
             _release_lock(held)
             raise
-        targets, _ = resolve_host(list(config.targets))     # library callers get the concrete name recorded too
+        from edgeft.models import model_modality
+
+        # library callers get the concrete name recorded too
+        targets, _ = resolve_host(list(config.targets),
+                                  modality=model_modality(config) if "host" in config.targets else None)
         ctx = cls(run_dir, config.model_copy(update={"targets": targets}), manifest)
         ctx._lock, ctx._created = held, created
         return ctx

@@ -147,8 +147,9 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
-def host_target_name(host=None) -> tuple[str, str]:
-    """The shipped target ``host`` stands for here, and why; TargetError when no shipped target fits."""
+def host_target_name(host=None, modality: str | None = None) -> tuple[str, str]:
+    """The shipped target ``host`` stands for here (for an image model, that class's ``-vision`` target where one
+    is shipped: its input shapes and conv layout are an image model's), and why; TargetError when none fits."""
     from edgeft_runtime import hostinfo
 
     host = host or hostinfo.current()
@@ -156,17 +157,19 @@ def host_target_name(host=None) -> tuple[str, str]:
     if name is None:
         raise TargetError(f"--target host: {why}, and no shipped target is built for it",
                           fix="name a target with --target (`edgeft targets ls`), or write a target YAML for this CPU")
+    if modality == "image" and f"{name}-vision" in list_targets():
+        name, why = f"{name}-vision", f"{why}, and the model is an image model"
     return name, f"{why}: target {name}"
 
 
-def resolve_host(names: list[str], host=None) -> tuple[list[str], str | None]:
-    """Replace ``host`` in a list of target names by this host's target, and a target YAML path by its
-    absolute path (so a run directory means the same targets from any folder); returns the names and why
-    ``host`` became what it did (None when no ``host`` was given)."""
+def resolve_host(names: list[str], host=None, modality: str | None = None) -> tuple[list[str], str | None]:
+    """Replace ``host`` in a list of target names by this host's target (for ``modality``), and a target YAML
+    path by its absolute path (so a run directory means the same targets from any folder); returns the names
+    and why ``host`` became what it did (None when no ``host`` was given)."""
     names = [str(Path(n).resolve()) if n.endswith((".yaml", ".yml")) and Path(n).is_file() else n for n in names]
     if HOST not in names:
         return names, None
-    name, why = host_target_name(host)
+    name, why = host_target_name(host, modality)
     return list(dict.fromkeys(name if n == HOST else n for n in names)), why
 
 

@@ -95,9 +95,10 @@ def run(out: Path | None, force: bool, accept_unmeasured: bool, print_config: bo
 def _resolve_host_target(cfg: RunConfig) -> RunConfig:
     """``--target host`` (the default) becomes this CPU's shipped target, said once on the console; the
     manifest records the concrete name, so a run directory means the same thing on any later host."""
+    from edgeft.models import model_modality
     from edgeft.targets import resolve_host
 
-    names, why = resolve_host(list(cfg.targets))
+    names, why = resolve_host(list(cfg.targets), modality=model_modality(cfg) if "host" in cfg.targets else None)
     if why is not None:
         click.echo(f"target: {why} (--target NAME picks another)", err=True)
     return cfg.model_copy(update={"targets": names})

@@ -139,6 +139,20 @@ def check_before_work(cfg) -> None:
                           fix=f"pass --max-length {limit} or less")
 
 
+def model_modality(cfg) -> str | None:
+    """"image" or "text" as far as the config says before any data is read (--modality, or the model: a
+    torchvision/hf-config name, a vision config.json), None when only the data can tell."""
+    if cfg.modality != "auto":
+        return cfg.modality
+    model = cfg.model
+    if model.startswith(("torchvision:", "hf-config:")):
+        return "image"                        # hf-config builds only image architectures (HF_CONFIG_TYPES)
+    if model.startswith("builtin:"):
+        return "text"
+    path = Path(model)
+    return ("image" if is_vision_folder(path) else "text") if read_model_config(path) is not None else None
+
+
 def _is_vision_config(cfg: dict) -> bool:
     archs = " ".join(str(a) for a in cfg.get("architectures") or [])
     return "ImageClassification" in archs or cfg.get("model_type") in VISION_MODEL_TYPES

@@ -127,3 +127,21 @@ def test_target_files_that_are_missing_empty_a_list_or_tabbed_say_so(tmp_path):
         assert needle in str(e.value) and e.value.fix, str(e.value)
         assert len(e.value.message.splitlines()) == 1            # one line, not the parser's multi-line dump
     assert "not tabs" in str(e.value)
+
+
+def test_host_picks_the_vision_target_for_an_image_model_where_one_is_shipped():
+    from edgeft.config import build_config
+    from edgeft.models import model_modality
+    from edgeft.targets import host_target_name
+    from edgeft_runtime.hostinfo import Host
+
+    vnni = Host("cpu", "x86_64", frozenset("sse2 avx2 fma avx512f avx512bw avx512_vnni".split()))
+    avx2 = Host("cpu", "x86_64", frozenset("sse2 avx2 fma".split()))
+    assert host_target_name(vnni, "text")[0] == "x86-avx512-int8"
+    name, why = host_target_name(vnni, "image")
+    assert name == "x86-avx512-int8-vision" and "image model" in why
+    assert load_target(name).input_shapes.keys() == {"pixel_values"}
+    assert host_target_name(avx2, "image")[0] == "x86-avx2-int8"        # no AVX2 vision target shipped
+    assert model_modality(build_config({"model": "torchvision:resnet18"}, check_paths=False)) == "image"
+    assert model_modality(build_config({}, check_paths=False)) == "text"
+    assert model_modality(build_config({"model": "torchvision:resnet18", "modality": "text"}, check_paths=False)) == "text"
