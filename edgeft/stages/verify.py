@@ -154,6 +154,10 @@ def run(ctx, work: Path, force: bool = False) -> list[Artifact]:
     specs = [load_target(t) for t in ctx.config.targets]
     host = hostinfo.current()                     # read once: every ISA note and the report's host use it
     rows, notes, artifacts = [], [], []
+    collapsed = collapsed_baseline(base_out, y, labels) if task == "classification" else None
+    if collapsed:
+        ctx.log(f"verify: warning: {collapsed}")
+        notes.append(collapsed)
     (work / "predictions").mkdir()
     for spec in specs:
         for role in ROLES:
@@ -212,6 +216,23 @@ def score(outputs: np.ndarray, y: np.ndarray, base_out: np.ndarray, task: str) -
                 "mean_abs_diff_vs_baseline": float(np.mean(np.abs(out - ref)))}
     pred = outputs.argmax(-1)
     return {"accuracy": float((pred == y).mean()), "top1_agreement": float((pred == base_out.argmax(-1)).mean())}
+
+
+def collapsed_baseline(logits: np.ndarray, y: np.ndarray, labels: list[str], share: float = 0.9) -> str | None:
+    """Why the proof is weak when the FP32 baseline answers one class for most of the test split though the
+    labels are not that lopsided (an undertrained or collapsed model): an engine agreeing with it passes every
+    gate and proves little. None when the baseline spreads its answers like the labels do."""
+    if len(y) == 0 or logits.ndim != 2:
+        return None
+    pred = logits.argmax(-1)
+    top = int(np.bincount(pred, minlength=len(labels)).argmax())
+    pred_share = float((pred == top).mean())
+    label_share = float(np.bincount(y.astype(int), minlength=len(labels)).max() / len(y))
+    if pred_share < share or label_share >= share:
+        return None
+    return (f"the FP32 baseline answers {labels[top]!r} for {pred_share:.0%} of the test split, whose most common "
+            f"label is {label_share:.0%} of it: the model did not learn the task, so gates measured against it "
+            "prove little (train longer, check the labels, or raise --lr)")
 
 
 def _assemble(ctx, rows: list[dict], base: dict, n_test: int, notes: list[str], task: str, host) -> dict:

@@ -222,3 +222,18 @@ def test_ddp_with_more_ranks_than_gpus_fails_early_with_the_fix(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     check_devices()                                      # CPU ranks (gloo): any number
+
+
+def test_a_baseline_that_answers_one_class_is_flagged_not_a_balanced_one():
+    import numpy as np
+
+    from edgeft.stages.verify import collapsed_baseline
+
+    y = np.array([0, 1] * 50)
+    one_class = np.tile([[2.0, 0.0]], (100, 1))
+    note = collapsed_baseline(one_class, y, ["neg", "pos"])
+    assert note and "answers 'neg' for 100%" in note and "most common label is 50%" in note
+    good = np.stack([1.0 - y, y.astype(float)], 1)
+    assert collapsed_baseline(good, y, ["neg", "pos"]) is None
+    lopsided = np.array([0] * 95 + [1] * 5)                    # labels this lopsided: one answer is no collapse
+    assert collapsed_baseline(one_class, lopsided, ["neg", "pos"]) is None
