@@ -14,7 +14,8 @@ ISA flags). Groups:
 - attention: ``QAttention`` (int8 q/k/v GEMM, float attention core) against the q/k/v GEMM alone (what the
   float core costs), an int8 core from ORT ops (``MatMulInteger`` for QK^T and AV, float softmax, probabilities
   on a 1/255 grid) and ORT's ``MultiHeadAttention`` after the same GEMM, with and without a padding mask.
-- mask: ``QAttention``'s padding mask as [batch, seq] (what the engine passes), as key lengths [batch], and
+- mask: ``QAttention``'s padding mask as [batch, seq] (what the engine passes), as key lengths [batch], skipped
+  by an ``If`` when it is all ones, and
   absent; their outputs are compared on a right-padded input first.
 
 Prints one JSON line at the end (host, per-case µs) after the table.
@@ -106,12 +107,22 @@ def attention_cases(seq: int, rng) -> tuple[dict, dict]:
                  h.make_node("MatMulInteger", ["p8", "v", "pz", "qz"], ["o32"]),
                  h.make_node("Cast", ["o32"], ["of"], to=T.FLOAT), h.make_node("Mul", ["of", "os"], ["o"]),
                  h.make_node("Transpose", ["o"], ["ot"], perm=[1, 0, 2]), h.make_node("Reshape", ["ot", "s3"], ["y"])]
+    # the mask only matters when it masks something: skip it at run time when every entry is 1 (batch 1, and any
+    # batch without padding), which is exact
+    one = _c(np.int32(1), "one")
+    branch = lambda m, out: h.make_graph([h.make_node(  # noqa: E731
+        "QAttention", ["x", "W", "b", "as", "ws", m, "azp", "wzp"], [out], domain="com.microsoft", num_heads=H)],
+        f"b{out}", [], [h.make_tensor_value_info(out, T.FLOAT, None)])
+    skip_mask = [h.make_node("ReduceMin", ["mask"], ["mmin"], keepdims=0),
+                 h.make_node("Equal", ["mmin", "one"], ["full"]),
+                 h.make_node("If", ["full"], ["y"], then_branch=branch("", "yt"), else_branch=branch("mask", "ye"))]
     split = h.make_node("Split", ["qkv"], ["q", "k", "v"], axis=-1)
     mha = lambda ins: h.make_node("MultiHeadAttention", ins, ["y"], domain="com.microsoft", num_heads=H)  # noqa: E731
     cases = {
         "engine: QAttention ([batch, seq] mask)": _model([qatt("mask")], base, [x, mask], T.FLOAT),
         "QAttention, key lengths [batch]": _model([qatt("lens")], base, [x, lens], T.FLOAT),
         "QAttention, no mask": _model([qatt("")], base, [x], T.FLOAT),
+        "QAttention, mask skipped when all ones (If)": _model(skip_mask, base + [one], [x, mask], T.FLOAT),
         "q/k/v GEMM alone (MatMulIntegerToFloat)": _model([h.make_node(
             "MatMulIntegerToFloat", ["x", "W", "as", "ws", "azp", "", "b"], ["y"], domain="com.microsoft")], base, [x], T.FLOAT),
         "int8 core: GEMM + MatMulInteger QK^T/AV": _model(int8_core, base + core, [x], T.FLOAT),
