@@ -146,6 +146,7 @@ def model_modality(cfg) -> str | None:
         return cfg.modality
     model = cfg.model
     if model.startswith(("torchvision:", "hf-config:")):
+        check_model_name(model)               # an unknown name is reported as unknown, not as an image model
         return "image"                        # hf-config builds only image architectures (HF_CONFIG_TYPES)
     if model.startswith("builtin:"):
         return "text"
