@@ -170,10 +170,11 @@ def _saturating(spec, names: list[str]) -> tuple[list[str], str]:
     """The u8s8 engines among ``names`` when this CPU's u8s8 kernels add pairs into int16 (AVX2, AVX512 without
     VNNI), and its ISA class: their outputs here are not what they compute on a VNNI device, so the bench marks
     them rather than passing a fast, wrong engine as a finding."""
+    from edgeft_runtime.bundle import SATURATING_U8S8
     from edgeft_runtime.hostinfo import current
 
     host = current()
-    if host.isa_class not in ("avx2", "avx512"):
+    if host.isa_class not in SATURATING_U8S8:
         return [], host.isa_class
     own = f"edgeft-{spec.precision}"
     return [n for n in names if (n in FLAVOURS and FLAVOURS[n].get("int8_kernels", spec.int8_kernels) == "u8s8")

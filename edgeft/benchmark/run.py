@@ -90,7 +90,6 @@ def bench_run_dir(ctx, opts: BenchOptions) -> tuple[dict, Path]:
     existed = target.exists()
     out = prepare_out(target, [(ctx.run_dir, "bench")], bench=True)
     work = out / ".work"
-    (out / "bench.log").unlink(missing_ok=True)      # this bench's log only, not appended to a previous one's
     try:
         with CONSOLE.capture(out / "bench.log"):        # the quantizers' warnings go to the log, not the table
             engines, notes = run_engines(ctx, spec, chosen, work, log=(lambda m: None) if opts.quiet else log)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft_runtime.bundle import KIT_FLOOR, golden_atol  # the device recomputes atol with this same rule
+from edgeft_runtime.bundle import KIT_FLOOR, golden_atol, kit_floor  # the device recomputes atol with this same rule
 
 RULE = ("max(4 x the largest |engine - Q/DQ float reference| over the golden inputs, "
         "2 x the classifier's input step x its largest |weight|)")
@@ -84,7 +84,7 @@ def tolerance(engine_logits: np.ndarray, reference: np.ndarray, step: float | No
     recorded logits are ONNX Runtime's here; no TensorRT result backs a tighter bound yet."""
     measured = float(np.abs(engine_logits - reference).max()) if reference.size else 0.0
     floor = float(step) if step else 0.0
-    kit = KIT_FLOOR * float(np.abs(engine_logits).max()) if deferred_kit and engine_logits.size else 0.0
+    kit = kit_floor(engine_logits) if deferred_kit else 0.0
     atol = golden_atol(measured, floor, kit)
     out = {"atol": float(atol), "measured_kernel_deviation": measured, "quantization_floor": floor,
            "rule": RULE}

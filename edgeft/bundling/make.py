@@ -94,8 +94,8 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
                           fix="pass e.g. --name voice-intents")
     if opts.version is not None and not opts.version.strip():
         raise EdgeftError("--version is empty", fix="pass e.g. --version 1.2.0, or drop it for the default")
-    if opts.version is not None and any(unicodedata.category(c)[0] == "C" for c in opts.version):
-        bad = next(c for c in opts.version if unicodedata.category(c)[0] == "C")
+    bad = next((c for c in opts.version or "" if unicodedata.category(c)[0] == "C"), None)
+    if bad is not None:
         raise EdgeftError(f"--version {opts.version!r} holds a control or invisible character ({bad!r}): every device "
                           "command prints the version on one line", fix="pass e.g. --version 1.2.0")
     from edgeft_runtime.bench import prepare_out
@@ -282,8 +282,9 @@ def _require_decisive(logits: np.ndarray, atol: float, task: str, n: int, availa
     input's top-1 margin exceeds 2 x atol (no label would be checked)."""
     if task != "classification" or logits.ndim != 2 or logits.shape[-1] < 2 or not n:
         return
-    srt = np.sort(logits, -1)
-    if ((srt[:, -1] - srt[:, -2]) > 2 * atol).any():
+    from edgeft_runtime.bundle import decisive
+
+    if decisive(logits, atol).any():
         return
     more = (f"pass a larger --golden (the test split has {available} inputs)" if asked < available
             else "the whole test split is in the golden set already: the engine's decisions are too close to call")

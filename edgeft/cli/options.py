@@ -137,8 +137,8 @@ def ignored_by(stage: str, kw: dict[str, Any]) -> list[str]:
     if stage not in STAGE_FIELDS:
         return []
     given = [name.replace(PARAM, ".") for name, value in kw.items() if value is not None and value != ()]
-    return [flag_of(p) if p != "quant" else "--quant" for p in given
-            if p not in STAGE_FIELDS[stage] and (p == "quant" or p in fields_with_flags())]
+    flagged = fields_with_flags() | {"quant"}
+    return [flag_of(p) for p in given if p in flagged and p not in STAGE_FIELDS[stage]]
 
 
 def overrides(kw: dict[str, Any]) -> dict[str, Any]:

@@ -150,8 +150,8 @@ def model_modality(cfg) -> str | None:
         return "image"                        # hf-config builds only image architectures (HF_CONFIG_TYPES)
     if model.startswith("builtin:"):
         return "text"
-    path = Path(model)
-    return ("image" if is_vision_folder(path) else "text") if read_model_config(path) is not None else None
+    mc = read_model_config(Path(model))
+    return None if mc is None else "image" if _is_vision_config(mc) else "text"
 
 
 def _is_vision_config(cfg: dict) -> bool:

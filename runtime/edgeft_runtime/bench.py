@@ -131,6 +131,8 @@ def prepare_out(out: Path, inside: list[tuple[Path, str]] = (), bench: bool = Fa
         probe.unlink()
     except OSError as e:
         raise EdgeftError(f"--out {out} cannot be written ({e.strerror or e})", fix="pass --out a folder you can write") from None
+    if bench:
+        (out / "bench.log").unlink(missing_ok=True)      # this bench's log only, not a previous one's
     return out
 
 
@@ -635,7 +637,6 @@ def bench_bundle(bundle, sweep_items: list[str], settings_kw: dict, out: Path | 
     target = Path(out or f"bench-{m['name']}")
     existed = target.exists()
     out = prepare_out(target, [(bundle.root, "")], bench=True)
-    (out / "bench.log").unlink(missing_ok=True)      # a previous run-directory bench's log is not this bench's
     try:
         engines = bundle_engines(bundle)
         results, warnings = measure(engines, settings, progress)

@@ -29,6 +29,17 @@ MIN_ATOL = 1e-4
 KIT_FLOOR = 0.05      # share of the largest |logit|: a TensorRT kit's logits were recorded by ONNX Runtime
 
 
+def kit_floor(engine_logits: np.ndarray) -> float:
+    """A TensorRT kit's floor on atol: a share of the golden set's largest |logit|."""
+    return KIT_FLOOR * float(np.abs(engine_logits).max()) if engine_logits.size else 0.0
+
+
+def decisive(logits: np.ndarray, atol: float) -> np.ndarray:
+    """Per input: whether its top-1 margin exceeds 2 x atol, so its label must not change within the tolerance."""
+    srt = np.sort(logits, -1)
+    return (srt[:, -1] - srt[:, -2]) > 2 * atol
+
+
 def golden_atol(measured: float, floor: float, kit: float = 0.0) -> float:
     """The golden tolerance from what it is derived from (edgeft.bundling.golden.tolerance writes it with this;
     ``check`` recomputes it, so an edited atol in an unsigned bundle.json is caught)."""
@@ -396,7 +407,7 @@ class Bundle:
                                   "golden.tolerance.atol cannot be checked", fix="get the bundle again from its source")
         kit = 0.0
         if "tensorrt_kit_floor" in tol:      # absent in kits made before the floor existed: their atol has none
-            kit = KIT_FLOOR * float(np.abs(engine_logits).max()) if engine_logits.size else 0.0
+            kit = kit_floor(engine_logits)
             recorded = tol.get("tensorrt_kit_floor")
             if not _number(recorded) or not np.isclose(recorded, kit, rtol=1e-9, atol=0):
                 raise BundleError(f"bundle.json: golden.tolerance.tensorrt_kit_floor {tol.get('tensorrt_kit_floor')!r} "
@@ -478,10 +489,9 @@ class Bundle:
         outside = [int(i) for i in np.nonzero(diff > atol)[0]]
         mism, checked = [], 0
         if self.meta["task"] == "classification" and want.shape[-1] > 1:
-            srt = np.sort(want, -1)
-            decisive = (srt[:, -1] - srt[:, -2]) > 2 * atol
-            checked = int(decisive.sum())
-            mism = [int(i) for i in np.nonzero(decisive & (got.argmax(-1) != want.argmax(-1)))[0]]
+            sure = decisive(want, atol)
+            checked = int(sure.sum())
+            mism = [int(i) for i in np.nonzero(sure & (got.argmax(-1) != want.argmax(-1)))[0]]
         agree = float((got.argmax(-1) == base.argmax(-1)).mean()) if base is not None and len(base) else None
         # a check that compared no input (or no label) says nothing about the answers devices will give, so a
         # release pipeline gating on exit 0 must see a failure, not a PASS
