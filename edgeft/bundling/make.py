@@ -67,7 +67,8 @@ def package_run(ctx, opts: PackageOptions, log=print) -> list[Path]:
     if "host" in wanted:       # what `edgeft run` defaults to: this CPU's shipped target
         from edgeft.targets import host_target_name
 
-        wanted = [host_target_name()[0] if t == "host" else t for t in wanted]
+        here = host_target_name(modality=ctx.facts().modality)[0]
+        wanted = [here if t == "host" else t for t in wanted]
     if any(not t.strip() for t in wanted):
         raise EdgeftError("--target is empty", fix=f"pass one of the run's targets ({', '.join(specs)}), or drop --target")
     unknown = [t for t in wanted if t not in specs and Path(t).stem not in specs]

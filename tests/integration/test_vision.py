@@ -48,7 +48,7 @@ def run(*args):
     return r
 
 
-def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tmp_path):
+def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tmp_path, monkeypatch):
     out = tmp_path / "out"
     r = run("run", "--model", "torchvision:resnet18", "--data", stripes, "--image-size", "32", "--epochs", "6",
             "--lr", "1e-3", "--no-hflip", "--target", loose_vision_target, "--out", out)
@@ -82,6 +82,10 @@ def test_torchvision_on_image_folder_end_to_end(stripes, loose_vision_target, tm
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout.strip()) >= 0.9
+    # `package --target host` means what `run --target host` would pick for this image model
+    monkeypatch.setenv("EDGEFT_CPU_FLAGS", "sse2 avx2 fma avx512f avx512bw avx512_vnni")
+    r = run("package", out, "--out", tmp_path / "b", "--target", "host")
+    assert r.exit_code == 1 and "--target x86-avx512-int8-vision: this run has no engine for it" in r.output, r.output
 
 
 def test_hf_vit_from_folder_and_csv_of_image_paths(stripes, loose_vision_target, tmp_path):
